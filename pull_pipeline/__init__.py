@@ -1,0 +1,1 @@
+"""pull_pipeline: config-driven batch pulls of sensor readings into TimescaleDB."""
