@@ -1,0 +1,230 @@
+"""REST pagination: one small class per config `type`, with guards against endless loops.
+
+A paginator is made fresh for every window. `first` turns the window's parameters into the
+first page's request; `next` reads the answer and returns the following request, or None
+when the window is complete. A source that repeats a cursor or a next link, or ignores the
+page parameter, fails with a `PermanentSourceError` instead of looping forever (the
+`max_pages` limit is enforced by the connector for every type).
+Adding a pagination type is adding a class decorated with `@register("<type>")`.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from pull_pipeline.config.models import (
+    CursorPagination,
+    NextLinkPagination,
+    NoPagination,
+    OffsetPagination,
+    PageNumberPagination,
+)
+from pull_pipeline.connectors.rest.paths import MISSING, dig
+from pull_pipeline.errors import PermanentSourceError
+
+Params = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Page:
+    """One request to make: the URL and the parameters to send with it."""
+
+    url: str
+    params: Params
+
+
+class Paginator(abc.ABC):
+    """Walks the pages of one window."""
+
+    def __init__(self, config: Any, source: str) -> None:
+        self.config = config
+        self.source = source
+
+    def first(self, url: str, params: Params) -> Page:
+        """The first page's request, given the source URL and the window's parameters.
+
+        By default the source URL with the window's parameters, unchanged.
+        """
+        return Page(url, params)
+
+    @abc.abstractmethod
+    def next(self, page: Page, response: httpx.Response, body: Any, count: int) -> Page | None:
+        """The request after `page` (whose answer held `count` records), or None at the end."""
+
+    def _loop(self, detail: str) -> PermanentSourceError:
+        return PermanentSourceError(
+            f"{self.source}: pagination loop: {detail}; the source keeps pointing back to a "
+            "page already read, so this window would never finish (check the pagination block)"
+        )
+
+
+_REGISTRY: dict[str, type[Paginator]] = {}
+
+
+def register(type_: str) -> Callable[[type[Paginator]], type[Paginator]]:
+    """Make a paginator available under the config's `pagination.type` value."""
+
+    def add(cls: type[Paginator]) -> type[Paginator]:
+        _REGISTRY[type_] = cls
+        return cls
+
+    return add
+
+
+def build_paginator(config: Any, source: str) -> Paginator:
+    """A fresh paginator for one window of `source`."""
+    return _REGISTRY[config.type](config, source)
+
+
+@register("none")
+class Single(Paginator):
+    """The whole window comes back in one answer."""
+
+    config: NoPagination
+
+    def next(self, page: Page, response: httpx.Response, body: Any, count: int) -> Page | None:
+        return None
+
+
+class _Numbered(Paginator):
+    """Shared by page-number and offset pagination: count pages, stop on a short page.
+
+    Without a size parameter the server picks the page size, so only an empty page is
+    known to be the last one. A page whose body is byte-for-byte the previous one means the
+    server ignores the page parameter: that would never end, so it is an error.
+    """
+
+    config: PageNumberPagination | OffsetPagination
+
+    def __init__(self, config: Any, source: str) -> None:
+        super().__init__(config, source)
+        self._index = 0
+        self._previous_digest = b""
+
+    @abc.abstractmethod
+    def _position(self, index: int) -> int:
+        """The value of the page parameter for the `index`-th page (0-based)."""
+
+    def _request(self, url: str, params: Params) -> Page:
+        extra: Params = {self.config.param: self._position(self._index)}
+        if self.config.size_param:
+            extra[self.config.size_param] = self.config.size
+        return Page(url, {**params, **extra})
+
+    def first(self, url: str, params: Params) -> Page:
+        return self._request(url, params)
+
+    def next(self, page: Page, response: httpx.Response, body: Any, count: int) -> Page | None:
+        if count == 0 or (self.config.size_param and count < self.config.size):
+            return None
+        digest = hashlib.blake2b(response.content, digest_size=16).digest()
+        if digest == self._previous_digest:
+            raise self._loop(
+                f"page {self.config.param}={self._position(self._index)} returned exactly the "
+                f"same records as the page before it; the source seems to ignore the "
+                f"'{self.config.param}' parameter"
+            )
+        self._previous_digest = digest
+        self._index += 1
+        return self._request(page.url, page.params)
+
+
+@register("page_number")
+class PageNumber(_Numbered):
+    """`?page=1&page_size=1000`, then page=2, ... until a short or empty page."""
+
+    config: PageNumberPagination
+
+    def _position(self, index: int) -> int:
+        return self.config.first_page + index
+
+
+@register("offset")
+class Offset(_Numbered):
+    """`?offset=0&limit=1000`, then offset=1000, ... until a short or empty page."""
+
+    config: OffsetPagination
+
+    def _position(self, index: int) -> int:
+        return index * self.config.size
+
+
+@register("cursor")
+class Cursor(Paginator):
+    """`?cursor=<value of cursor_path in the previous answer>` until it is missing or empty."""
+
+    config: CursorPagination
+
+    def __init__(self, config: Any, source: str) -> None:
+        super().__init__(config, source)
+        self._seen: set[str] = set()
+
+    def next(self, page: Page, response: httpx.Response, body: Any, count: int) -> Page | None:
+        cursor = dig(body, self.config.cursor_path)
+        if cursor is MISSING or cursor is None or cursor == "":
+            return None
+        cursor = str(cursor)
+        if cursor in self._seen:
+            raise self._loop(f"cursor {_short(cursor)} repeated")
+        self._seen.add(cursor)
+        return Page(page.url, {**page.params, self.config.param: cursor})
+
+
+@register("next_link")
+class NextLink(Paginator):
+    """Follow the next page's URL from the body (`link_path`) or the `Link: rel="next"` header.
+
+    Relative links resolve against the URL just requested. The window's parameters are added
+    only where the link lacks them: a link that carries its own (say, a moved `start`) wins.
+    A link to another host is refused, because the source's credentials would go with it.
+    """
+
+    config: NextLinkPagination
+
+    def __init__(self, config: Any, source: str) -> None:
+        super().__init__(config, source)
+        self._seen: set[str] = set()
+        self._params: Params = {}
+
+    def first(self, url: str, params: Params) -> Page:
+        self._params = params
+        return Page(url, params)
+
+    def next(self, page: Page, response: httpx.Response, body: Any, count: int) -> Page | None:
+        if self.config.link_path is None:
+            link = response.links.get("next", {}).get("url")
+        else:
+            link = dig(body, self.config.link_path)
+        if link is MISSING or not link:
+            return None
+        if not isinstance(link, str):
+            raise PermanentSourceError(
+                f"{self.source}: the next link at '{self.config.link_path}' is a "
+                f"{type(link).__name__}, not a URL; check pagination.link_path"
+            )
+        url = response.request.url.join(link)
+        if _origin(url) != _origin(response.request.url):
+            raise PermanentSourceError(
+                f"{self.source}: the next link points to another host "
+                f"({url.scheme}://{url.netloc.decode()}); refusing to send the source's "
+                "credentials there"
+            )
+        if str(url) in self._seen:
+            raise self._loop(f"next link {url.path}?… repeated")
+        self._seen.add(str(url))
+        given = url.params
+        return Page(str(url), {k: v for k, v in self._params.items() if k not in given})
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return url.scheme, url.host, url.port
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "…")

@@ -1,0 +1,349 @@
+"""SQL sources: one SELECT per window, streamed in chunks over a read-only session.
+
+Binding rule. The query binds the window as `:start` (included) and `:end` (excluded):
+
+- `time_unit: iso8601` binds timezone-aware UTC datetimes (on SQLite, which has no datetime
+  type, UTC text `YYYY-MM-DD HH:MM:SS`, the format of its `datetime()` and
+  `CURRENT_TIMESTAMP`);
+- `s`, `ms`, `us`, `ns` bind integers: the count of that unit since `reference_epoch`,
+  rounded up to a whole unit (exact for integer time columns), so
+  `WHERE epoch_col >= :start AND epoch_col < :end` works on numeric time columns.
+
+Write `CAST(:start AS timestamptz)` rather than `:start::timestamptz`: SQLAlchemy does not
+see a placeholder glued to `::`, and the query is refused with that hint.
+
+Read-only. Every pull runs in a transaction the database itself keeps read-only
+(PostgreSQL `SET TRANSACTION READ ONLY`, SQLite `PRAGMA query_only`, MySQL/MariaDB
+`SET SESSION TRANSACTION READ ONLY`) and that is never committed. On PostgreSQL the session
+also runs in UTC, so `timestamp without time zone` columns compare and map as UTC, as naive
+values do everywhere else in the pipeline.
+
+Streaming. Rows come through a server-side cursor, `chunk_size` rows per raw batch. On
+PostgreSQL with psycopg 3 the query runs as `COPY (query) TO STDOUT (FORMAT csv)` instead
+(about 4x faster: no Python object per value) and each chunk of CSV rows is parsed by Arrow.
+Both paths yield the same text for text and numbers; timestamps keep PostgreSQL's text form
+(`2024-01-01 00:00:00+00`) on COPY, ISO-8601 with `T` on the cursor path.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import re
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pyarrow as pa
+import pyarrow.csv as pacsv
+from sqlalchemy import URL, Connection, create_engine, make_url, text
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.pool import NullPool
+
+from pull_pipeline.canonical import UNIT_NS, parse_instant
+from pull_pipeline.config.models import SqlSource
+from pull_pipeline.connectors.base import Connector, raw_schema, to_text_array
+from pull_pipeline.errors import (
+    ConfigError,
+    PermanentSourceError,
+    SourceError,
+    TransientSourceError,
+)
+from pull_pipeline.redaction import redact, register_secret
+
+logger = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 10
+# Statements that open each pull's transaction: read-only first, so nothing can write.
+_SESSION = {
+    "postgresql": (
+        "SET TRANSACTION READ ONLY",
+        "SET LOCAL TimeZone = 'UTC'",
+        "SET LOCAL DateStyle = 'ISO'",
+    ),
+    "sqlite": ("PRAGMA query_only = ON",),
+    "mysql": ("SET SESSION TRANSACTION READ ONLY",),
+    "mariadb": ("SET SESSION TRANSACTION READ ONLY",),
+}
+_CREDENTIALS = re.compile(
+    r"authentication failed|no password supplied|no pg_hba\.conf entry"
+    r"|role \S+ does not exist|access denied",
+    re.IGNORECASE,
+)
+_NO_DATABASE = re.compile(r"database \S+ does not exist|unknown database", re.IGNORECASE)
+# SQLSTATE classes worth a retry: connection, resources, operator intervention (restart,
+# statement timeout), system error, transaction rollback (deadlock, serialization).
+_TRANSIENT_SQLSTATE = {"08", "53", "57", "58", "40"}
+
+
+class SqlConnector(Connector):
+    """Pull a window from a database through SQLAlchemy; see the module docstring."""
+
+    def __init__(self, name: str, source: SqlSource) -> None:
+        """`source` must have its `${NAME}` placeholders resolved already."""
+        super().__init__(name)
+        self.source = source
+        self._query = _checked_query(name, source.query)
+        url = _engine_url(name, source)
+        self._copy = url.get_backend_name() == "postgresql" and url.get_driver_name() == "psycopg"
+        if url.get_backend_name() == "sqlite":
+            _require_sqlite_file(name, url)
+        elif url.get_backend_name() not in _SESSION:
+            logger.warning(
+                "sql source %r: %s cannot be made read-only by pull_pipeline; pulls are never "
+                "committed, but use a read-only account", name, url.get_backend_name(),
+            )
+        try:
+            self._engine = create_engine(
+                url, poolclass=NullPool, connect_args=_connect_args(name, url, source)
+            )
+        except (ImportError, sa_exc.ArgumentError) as exc:
+            raise ConfigError(
+                f"sql source {name!r}: cannot use {url.drivername!r} ({exc}); "
+                "install its driver or fix the url"
+            ) from None
+
+    def fetch(self, start: datetime, end: datetime) -> Iterator[pa.Table]:
+        """Yield the rows of `[start, end)`, at most `chunk_size` per table (none if empty)."""
+        params = self._window(start, end)
+        rows = chunks = 0
+        try:
+            with self._session() as conn:
+                stream = self._fetch_copy if self._copy else self._fetch_cursor
+                for table in stream(conn, params):
+                    rows += table.num_rows
+                    chunks += 1
+                    yield table
+        except (sa_exc.SQLAlchemyError, psycopg.Error) as exc:
+            raise self._error(exc) from None
+        logger.info(
+            "sql source %r: %d rows in %d chunks for [%s, %s)", self.name, rows, chunks,
+            start.isoformat(), end.isoformat(),
+        )
+
+    def probe(self) -> None:
+        """Run `SELECT 1`; raise TransientSourceError while the database cannot be reached."""
+        try:
+            with self._engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+        except sa_exc.SQLAlchemyError as exc:
+            raise self._error(exc) from None
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    # --- internals ----------------------------------------------------------------------
+
+    @contextmanager
+    def _session(self) -> Iterator[Connection]:
+        """A connection inside a read-only transaction; closing it rolls back, never commits."""
+        with self._engine.connect() as conn:
+            for statement in _SESSION.get(conn.dialect.name, ()):
+                conn.exec_driver_sql(statement)
+            yield conn
+
+    def _window(self, start: datetime, end: datetime) -> dict[str, Any]:
+        """The values bound to `:start` and `:end` (the binding rule in the module docstring)."""
+        if start.tzinfo is None or end.tzinfo is None:
+            raise ValueError("start and end must be timezone-aware")
+        unit = self.source.time_unit
+        if unit == "iso8601":
+            if self._engine.dialect.name == "sqlite":
+                return {k: _sqlite_text(v) for k, v in (("start", start), ("end", end))}
+            return {"start": start.astimezone(UTC), "end": end.astimezone(UTC)}
+        epoch = parse_instant(self.source.reference_epoch)
+        return {"start": _count(start - epoch, unit), "end": _count(end - epoch, unit)}
+
+    def _fetch_cursor(self, conn: Connection, params: dict[str, Any]) -> Iterator[pa.Table]:
+        """The generic path: a server-side cursor read `chunk_size` rows at a time."""
+        result = conn.execute(
+            text(self._query), params, execution_options={"yield_per": self.source.chunk_size}
+        )
+        with result:
+            positions = self._positions(list(result.keys()))
+            schema = raw_schema(self.source.fields)
+            for rows in result.partitions(self.source.chunk_size):
+                columns = list(zip(*rows))
+                yield pa.Table.from_arrays(
+                    [to_text_array(columns[i]) for i in positions], schema=schema
+                )
+
+    def _fetch_copy(self, conn: Connection, params: dict[str, Any]) -> Iterator[pa.Table]:
+        """The PostgreSQL path: COPY ... TO STDOUT, one CopyData message per row.
+
+        The window is bound client-side as quoted literals (psycopg's own adaptation), since
+        COPY takes no parameters. Rows are gathered `chunk_size` at a time, so every chunk is
+        whole rows and parses on its own.
+        """
+        raw = conn.connection.driver_connection
+        compiled = str(text(self._query).compile(dialect=conn.dialect))  # :start -> %(start)s
+        with psycopg.ClientCursor(raw) as client:
+            query = client.mogrify(compiled, params)
+        statement = f"COPY (\n{query}\n) TO STDOUT (FORMAT csv, HEADER, ENCODING 'UTF8')"
+        with raw.cursor() as cursor, cursor.copy(statement) as copy:
+            read = copy.read
+            header = next(csv.reader([bytes(read()).decode()]))
+            self._positions(header)
+            convert = _csv_options(self.source)
+            size = self.source.chunk_size
+            buffer = bytearray()
+            count = 0
+            while row := read():
+                buffer += row
+                count += 1
+                if count == size:
+                    yield _parse_csv(buffer, header, convert)
+                    buffer = bytearray()
+                    count = 0
+            if count:
+                yield _parse_csv(buffer, header, convert)
+
+    def _positions(self, columns: list[str]) -> list[int]:
+        """Where the three mapped fields are among the result's columns."""
+        positions = []
+        for key, field in self.source.fields.model_dump().items():
+            if field not in columns:
+                hint = ""
+                if field.lower() in (c.lower() for c in columns):
+                    hint = " (names differ in case: PostgreSQL lowers unquoted aliases)"
+                raise PermanentSourceError(
+                    f"sql source {self.name!r}: the query returned no column {field!r} "
+                    f"(fields.{key}); it returned {columns}{hint}. Alias it in the query "
+                    f"(... AS {field}) or set fields.{key}"
+                )
+            positions.append(columns.index(field))
+        return positions
+
+    def _error(self, exc: Exception) -> SourceError:
+        """Classify a driver error: worth retrying, or a problem a person must fix."""
+        orig = getattr(exc, "orig", None) or exc
+        detail = _first_line(orig)
+        sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None) or ""
+        where = f"sql source {self.name!r}"
+        if sqlstate.startswith("28") or _CREDENTIALS.search(detail):
+            return PermanentSourceError(
+                f"{where}: credentials refused by the database ({detail}); "
+                "check username and password"
+            )
+        if _NO_DATABASE.search(detail):
+            return PermanentSourceError(f"{where}: {detail}; check the database in url")
+        if _is_transient(exc, orig, sqlstate):
+            return TransientSourceError(
+                f"{where}: cannot reach the database ({detail}); the pull will be retried"
+            )
+        return PermanentSourceError(f"{where}: the query failed: {detail}")
+
+
+def _engine_url(name: str, source: SqlSource) -> URL:
+    """The SQLAlchemy URL: plain postgresql:// goes to psycopg 3; username/password override."""
+    try:
+        url = make_url(source.url)
+    except sa_exc.ArgumentError:
+        raise ConfigError(
+            f"sql source {name!r}: url {redact(source.url)!r} is not a database URL "
+            "(expected e.g. postgresql://user@host:5432/db or sqlite:///path/to/file.db)"
+        ) from None
+    if url.drivername in ("postgresql", "postgres"):
+        url = url.set(drivername="postgresql+psycopg")
+    if source.username is not None:
+        url = url.set(username=source.username)
+    if source.password is not None:
+        url = url.set(password=source.password)
+    register_secret(url.password)
+    return url
+
+
+def _connect_args(name: str, url: URL, source: SqlSource) -> dict[str, Any]:
+    """Driver arguments: PostgreSQL gets a connect timeout and names itself to the DBA."""
+    args = dict(source.connect_args)
+    if url.get_backend_name() == "postgresql":
+        for key, value in (
+            ("connect_timeout", CONNECT_TIMEOUT_S),
+            ("application_name", f"pull_pipeline:{name}"),
+        ):
+            if key not in url.query:
+                args.setdefault(key, value)
+    return args
+
+
+def _require_sqlite_file(name: str, url: URL) -> None:
+    """Refuse a missing SQLite file: connecting would create an empty one."""
+    database = url.database or ""
+    in_file = database and database != ":memory:" and not database.startswith("file:")
+    if in_file and not Path(database).is_file():
+        raise PermanentSourceError(f"sql source {name!r}: no SQLite database at {database}")
+
+
+def _checked_query(name: str, query: str) -> str:
+    """Strip a trailing `;` and make sure SQLAlchemy sees exactly :start and :end."""
+    query = query.strip().rstrip(";").rstrip()
+    found = set(text(query).compile().params)
+    missing = sorted({"start", "end"} - found)
+    extra = sorted(found - {"start", "end"})
+    if missing or extra:
+        problems = [f"missing :{p}" for p in missing] + [f"unexpected :{p}" for p in extra]
+        raise ConfigError(
+            f"sql source {name!r}: the query must bind exactly :start and :end "
+            f"({', '.join(problems)}); write CAST(:start AS type) instead of :start::type "
+            "and escape a literal colon as \\:"
+        )
+    return query
+
+
+def _count(delta: timedelta, unit: str) -> int:
+    """Whole units in `delta`, rounded up: `col >= :start` stays exact for integer columns."""
+    ns = (delta // timedelta(microseconds=1)) * 1000
+    return -(-ns // UNIT_NS[unit])
+
+
+def _sqlite_text(value: datetime) -> str:
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ")
+
+
+def _csv_options(source: SqlSource) -> pacsv.ConvertOptions:
+    """Read the mapped fields as text; an unquoted empty field is NULL, `""` an empty string."""
+    names = raw_schema(source.fields).names
+    return pacsv.ConvertOptions(
+        include_columns=names,
+        column_types={name: pa.large_string() for name in names},
+        null_values=[""],
+        strings_can_be_null=True,
+        quoted_strings_can_be_null=False,
+    )
+
+
+_QUOTED_NEWLINES = pacsv.ParseOptions(newlines_in_values=True)
+
+
+def _parse_csv(data: bytearray, header: list[str], convert: pacsv.ConvertOptions) -> pa.Table:
+    """Parse whole rows as one block, so no block boundary can fall inside a quoted value."""
+    read = pacsv.ReadOptions(column_names=header, use_threads=False, block_size=len(data) + 1)
+    return pacsv.read_csv(
+        pa.BufferReader(pa.py_buffer(data)),
+        read_options=read,
+        parse_options=_QUOTED_NEWLINES,
+        convert_options=convert,
+    )
+
+
+def _is_transient(exc: Exception, orig: BaseException, sqlstate: str) -> bool:
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, sa_exc.TimeoutError):
+        return True
+    if sqlstate:
+        return sqlstate[:2] in _TRANSIENT_SQLSTATE
+    sqlite_code = getattr(orig, "sqlite_errorcode", None)
+    if sqlite_code is not None:
+        return sqlite_code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    # No SQLSTATE from PostgreSQL drivers means the failure came before the server ran SQL.
+    return isinstance(exc, (sa_exc.OperationalError, psycopg.OperationalError))
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
