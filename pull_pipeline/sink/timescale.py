@@ -1,0 +1,548 @@
+"""The sink: make a window of the readings hypertable equal to a validated batch.
+
+One class, one job. `TimescaleSink.load(...)` opens a transaction in which the window's
+rows are deleted and the batch is streamed in by binary COPY (see `WindowLoad`), the
+window's quarantined rows are replaced, and, if the window is over its reject ratio, the
+row replacement is rolled back to a savepoint. Either everything commits or nothing does:
+a rerun never duplicates and a failed load leaves the previous rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+from psycopg import sql
+
+from pull_pipeline.config.env import resolve_text
+from pull_pipeline.config.models import SinkConfig
+from pull_pipeline.durations import format_duration
+from pull_pipeline.errors import SinkError, SinkUnavailable
+from pull_pipeline.redaction import redact, register_secret
+from pull_pipeline.sink.pgcopy import encode_readings, write_binary
+
+log = logging.getLogger("pull_pipeline.sink")
+SINK_DSN_ENV = "SINK_DSN"  # used when sources.yaml sets no sink.dsn
+_schema_ready: set[tuple[str, str]] = set()
+_schema_lock = threading.Lock()
+_CSV_OPTIONS = pacsv.WriteOptions(include_header=False)
+_SPOOL_BYTES = 8 << 20  # rejects beyond this spill from memory to a temporary file
+# Per-batch savepoints are subtransactions; past 64 in one transaction PostgreSQL's
+# subtransaction cache overflows and slows every other session, so a load uses at most this.
+_SAVEPOINT_BUDGET = 32
+
+
+@dataclass(frozen=True)
+class Window:
+    """One partition's window: rows with `start <= ts < end` belong to `key`."""
+
+    key: str
+    start: datetime
+    end: datetime
+
+
+@dataclass
+class LoadResult:
+    staged: int = 0
+    loaded: int = 0
+    rejected: int = 0
+    replaced: bool = False
+
+    @property
+    def deduplicated(self) -> int:
+        return self.staged - self.loaded if self.replaced else 0
+
+
+def normalize_dsn(dsn: str) -> str:
+    """Accept SQLAlchemy-style URLs (postgresql+psycopg://) as well as libpq ones."""
+    for prefix in ("postgresql+psycopg://", "postgresql+psycopg2://", "postgres://"):
+        if dsn.startswith(prefix):
+            return "postgresql://" + dsn[len(prefix):]
+    return dsn
+
+
+class TimescaleSink(dg.ConfigurableResource):
+    """TimescaleDB (or plain PostgreSQL) sink for canonical readings.
+
+    `dsn` may hold `${NAME}` placeholders: they are resolved when a connection is opened, so
+    the secret never sits in Dagster's resource config. With no `dsn`, `$SINK_DSN` is used
+    when set, else the embedded PostgreSQL under `state_dir` is started and used.
+    """
+
+    dsn: str | None = None
+    table: str = "sensor_readings"
+    chunk_interval: str = "86400 seconds"
+    compress_after: str | None = None
+    retention: str | None = None
+    state_dir: str = ".pull_pipeline"
+
+    @classmethod
+    def from_config(cls, config: SinkConfig, state_dir: Path) -> TimescaleSink:
+        return cls(
+            dsn=config.dsn,
+            table=config.table,
+            chunk_interval=format_duration(config.chunk_interval),
+            compress_after=format_duration(config.compress_after) if config.compress_after else None,
+            retention=format_duration(config.retention) if config.retention else None,
+            state_dir=str(state_dir),
+        )
+
+    # --- connections -------------------------------------------------------------------------
+
+    def resolved_dsn(self) -> str:
+        """The libpq URL to connect to: the configured DSN, or the embedded server's."""
+        configured = self.dsn or os.environ.get(SINK_DSN_ENV)
+        if not configured:
+            from pull_pipeline.sink.embedded import embedded_dsn
+
+            return embedded_dsn(Path(self.state_dir))
+
+        dsn = normalize_dsn(resolve_text(configured, where="sink", key="dsn"))
+        register_secret(psycopg.conninfo.conninfo_to_dict(dsn).get("password"))
+        return dsn
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection]:
+        """A connection with the schema in place; connection failures become `SinkError`."""
+        dsn = self.resolved_dsn()
+        try:
+            conn = psycopg.connect(dsn, connect_timeout=10, application_name="pull_pipeline")
+        except psycopg.Error as exc:
+            raise SinkUnavailable(
+                f"cannot connect to the sink ({_first_line(exc)}); the previous data is untouched. "
+                "Check sink.dsn / SINK_DSN and that the database is up"
+            ) from None
+        try:
+            self._ensure_schema(conn, dsn)
+            yield conn
+        finally:
+            conn.close()
+
+    # --- schema --------------------------------------------------------------------------------
+
+    @property
+    def names(self) -> TableNames:
+        return TableNames.parse(self.table)
+
+    def _ensure_schema(self, conn: psycopg.Connection, dsn: str) -> None:
+        key = (dsn, self.table)
+        with _schema_lock:
+            if key in _schema_ready:
+                return
+            timescale = create_schema(conn, self)
+            _schema_ready.add(key)
+        if not timescale:
+            log.warning(
+                "TimescaleDB extension not available in this database: %s is a plain "
+                "PostgreSQL table (no hypertable, compression or retention policies)",
+                self.table,
+            )
+
+    # --- loads ----------------------------------------------------------------------------------
+
+    @contextmanager
+    def load(
+        self, source: str, windows: Sequence[Window], run_id: str = "", *,
+        replace_rejects: bool = True,
+    ) -> Iterator[WindowLoad]:
+        """Open one transaction that replaces `windows` of `source`; see `WindowLoad`.
+
+        `replace_rejects=False` keeps the windows' quarantined rows (a restore from the
+        archive brings back loaded rows only, so the rejects of the original pull stay).
+        """
+        with self.connection() as conn:
+            try:
+                with conn.transaction():
+                    load = WindowLoad(conn, self.names, source, windows, run_id,
+                                      replace_rejects=replace_rejects)
+                    try:
+                        yield load
+                        load.finish()
+                    finally:
+                        load.close()
+            except psycopg.Error as exc:
+                error = SinkUnavailable if _is_transient(exc) else SinkError
+                raise error(
+                    f"{source}: loading {_describe(windows)} failed ({_first_line(exc)}); "
+                    "the transaction was rolled back and the previous rows are intact"
+                ) from None
+
+@dataclass(frozen=True)
+class TableNames:
+    """Quoted identifiers for the readings table, its rejects table and their indexes."""
+
+    schema: str | None
+    name: str
+
+    @classmethod
+    def parse(cls, qualified: str) -> TableNames:
+        schema, _, name = qualified.rpartition(".")
+        return cls(schema or None, name)
+
+    def _ident(self, name: str) -> sql.Composable:
+        return sql.Identifier(self.schema, name) if self.schema else sql.Identifier(name)
+
+    @property
+    def table(self) -> sql.Composable:
+        return self._ident(self.name)
+
+    @property
+    def rejects(self) -> sql.Composable:
+        return self._ident(f"{self.name}_rejects")
+
+    @property
+    def regclass(self) -> str:
+        return f"{self.schema}.{self.name}" if self.schema else self.name
+
+
+class WindowLoad:
+    """Stream valid rows and rejects of one load into the open transaction.
+
+    The window's old rows are deleted under a savepoint; then each batch is sorted by
+    (sensor_tag, ts), its repeated keys dropped (first copy wins), and binary-COPYed
+    straight into the readings table. Sorted rows fill the primary-key index leaf by leaf,
+    and COPY's multi-row inserts beat an unindexed staging table plus `INSERT ... SELECT`
+    (1M rows: 1.9 s against 2.8-3.0 s, benchmarks/). The COPY runs on a worker thread while
+    the caller prepares the next batch, so the server's index work and the client's Python
+    work use both cores.
+
+    A batch whose time and key ranges both overlap an earlier batch's may repeat one of its
+    keys: it is COPYed under its own savepoint, and if it does repeat one, it and later such
+    batches go through a staging table and `INSERT ... ON CONFLICT DO NOTHING` (the earlier
+    copy wins). Rejects are spooled client-side and written last, so that
+    `keep_previous_rows` can roll the replacement back to the savepoint and keep them.
+    """
+
+    def __init__(
+        self,
+        conn: psycopg.Connection,
+        names: TableNames,
+        source: str,
+        windows: Sequence[Window],
+        run_id: str,
+        replace_rejects: bool = True,
+    ) -> None:
+        self.conn, self.names, self.source, self.windows, self.run_id = (
+            conn, names, source, list(windows), run_id)
+        self.result = LoadResult()
+        self.replace_data = True
+        self._direct = _COPY_DIRECT.format(names.table)
+        self._spans: list[_Span] = []  # the batches so far, to tell which may repeat a key
+        self._savepoints = 0
+        self._repeats = False  # a batch repeated an earlier one's key: overlaps go to staging
+        self._staged = 0  # rows in the staging table
+        self._rejects = tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES)  # noqa: SIM115
+        # One batch's COPY runs on this thread while the caller reads and validates the next:
+        # the server's index work and the client's Python work overlap (two cores, not one).
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pp-copy")
+        self._pending: Future[int] | None = None
+        if replace_rejects:
+            conn.execute(
+                sql.SQL("DELETE FROM {} WHERE source = %s AND partition_key = ANY(%s)").format(
+                    names.rejects),
+                (source, [w.key for w in self.windows]),
+            )
+        conn.execute("SAVEPOINT pp_replace")
+        for window in self.windows:
+            conn.execute(
+                sql.SQL("DELETE FROM {} WHERE source = %s AND ts >= %s AND ts < %s").format(
+                    names.table),
+                (source, window.start, window.end),
+            )
+
+    def stage(self, valid: pd.DataFrame) -> None:
+        """Load validated rows (`sensor_tag`, `ts`, `sensor_value`) into the window."""
+        if valid.empty:
+            return
+        self.result.staged += len(valid)
+        tags, ts_us, values = _first_copies(*_sorted_columns(valid))
+        span = _Span.of(tags, ts_us)
+        overlaps = any(span.meets(earlier) for earlier in self._spans)
+        self._spans.append(span)
+        self._settle()
+        if not overlaps:  # no key of this batch can be in an earlier one
+            self._pending = self._worker.submit(
+                self._copy, self._direct, tags, ts_us, values, self.source)
+            return
+        if not self._repeats and self._savepoints < _SAVEPOINT_BUDGET:
+            self._savepoints += 1
+            try:
+                with self.conn.transaction():
+                    self.result.loaded += self._copy(
+                        self._direct, tags, ts_us, values, self.source)
+                return
+            except psycopg.errors.UniqueViolation:
+                self._repeats = True
+                log.info("%s: a batch repeats readings; keeping the first copy of each",
+                         self.source)
+        if not self._staged:
+            self.conn.execute(
+                "CREATE TEMP TABLE pp_stage (sensor_tag text, ts timestamptz, sensor_value float8)"
+                " ON COMMIT DROP"
+            )
+        self._staged += self._copy(_COPY_STAGE, tags, ts_us, values)
+
+    def quarantine(self, rejects: pd.DataFrame, window: Window) -> None:
+        """Keep rejected rows, with their raw record and reason, for `<table>_rejects`."""
+        if rejects.empty:
+            return
+        n = len(rejects)
+        table = pa.table(
+            {
+                "source": pa.array([self.source] * n, type=pa.string()),
+                "partition_key": pa.array([window.key] * n, type=pa.string()),
+                "window_start": pa.array([window.start.isoformat()] * n, type=pa.string()),
+                "window_end": pa.array([window.end.isoformat()] * n, type=pa.string()),
+                "raw_row": pa.array(rejects["raw_row"].to_numpy(), type=pa.string()),
+                "reason": pa.array(rejects["reason"].to_numpy(), type=pa.string()),
+                "run_id": pa.array([self.run_id] * n, type=pa.string()),
+            }
+        )
+        pacsv.write_csv(table, self._rejects, write_options=_CSV_OPTIONS)
+        self.result.rejected += n
+
+    def keep_previous_rows(self) -> None:
+        """Record the rejects but leave the window's rows as they were (ratio exceeded)."""
+        self.replace_data = False
+
+    def finish(self) -> None:
+        """Settle the window's rows (or restore them), then write the rejects."""
+        self._settle()
+        if not self.replace_data:
+            self.conn.execute("ROLLBACK TO SAVEPOINT pp_replace")
+            self.result.loaded = 0
+        elif self._staged:
+            cur = self.conn.execute(
+                sql.SQL(
+                    "INSERT INTO {} (source, sensor_tag, ts, sensor_value) "
+                    "SELECT %s, sensor_tag, ts, sensor_value FROM pp_stage "
+                    "ON CONFLICT (source, sensor_tag, ts) DO NOTHING"
+                ).format(self.names.table),
+                (self.source,),
+            )
+            self.result.loaded += cur.rowcount
+        self.result.replaced = self.replace_data
+        if self.result.rejected:
+            self._rejects.seek(0)
+            statement = sql.SQL(
+                "COPY {} (source, partition_key, window_start, window_end, raw_row, reason, "
+                "run_id) FROM STDIN (FORMAT csv)"
+            ).format(self.names.rejects)
+            with self.conn.cursor().copy(statement) as copy:
+                while chunk := self._rejects.read(_SPOOL_BYTES):
+                    copy.write(chunk)
+
+    def close(self) -> None:
+        """Release the spool and the worker; a COPY still in flight is waited for first."""
+        if self._pending is not None:
+            self._pending.exception()  # its error, if any, is already on its way: the load failed
+        self._worker.shutdown()
+        self._rejects.close()
+
+    def _settle(self) -> None:
+        """Wait for the COPY in flight (raising its error, if any) and count its rows."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            self.result.loaded += pending.result()
+
+    def _copy(
+        self,
+        statement: str | sql.Composable,
+        tags: pa.Array,
+        ts_us: np.ndarray,
+        values: np.ndarray,
+        source: str | None = None,
+    ) -> int:
+        rows = encode_readings(tags, ts_us, values, source)
+        with self.conn.cursor() as cursor:
+            with cursor.copy(statement) as copy:
+                write_binary(copy, rows)
+            return cursor.rowcount
+
+
+_COPY_DIRECT = sql.SQL(
+    "COPY {} (source, sensor_tag, ts, sensor_value) FROM STDIN (FORMAT binary)")
+_COPY_STAGE = "COPY pp_stage FROM STDIN (FORMAT binary)"
+
+
+@dataclass(frozen=True)
+class _Span:
+    """Where a batch's keys lie: its time range and its (sensor_tag, ts) range.
+
+    Two batches can share a key only if both ranges overlap. Time-ordered sources (every
+    sensor, page after page) give disjoint time ranges, sensor-ordered ones disjoint key
+    ranges; either way most batches need no savepoint.
+    """
+
+    low: int
+    high: int
+    first: tuple[str, int]
+    last: tuple[str, int]
+
+    @classmethod
+    def of(cls, tags: pa.Array, ts_us: np.ndarray) -> _Span:
+        """The span of a batch sorted by key."""
+        return cls(int(ts_us.min()), int(ts_us.max()), (tags[0].as_py(), int(ts_us[0])),
+                   (tags[-1].as_py(), int(ts_us[-1])))
+
+    def meets(self, other: _Span) -> bool:
+        return (self.low <= other.high and other.low <= self.high
+                and self.first <= other.last and other.first <= self.last)
+
+
+def _sorted_columns(valid: pd.DataFrame) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+    """The batch's columns as Arrow/numpy, in primary-key order (stable: first copy first)."""
+    tags = pa.array(valid["sensor_tag"], type=pa.large_string())  # Arrow-backed: no copy
+    if isinstance(tags, pa.ChunkedArray):
+        tags = tags.combine_chunks()
+    ts_us = valid["ts"].to_numpy(dtype="datetime64[us]").view("int64")
+    values = valid["sensor_value"].to_numpy(dtype="float64")
+    order = pc.sort_indices(pa.table({"tag": tags, "ts": ts_us}),
+                            sort_keys=[("tag", "ascending"), ("ts", "ascending")])
+    order_np = order.to_numpy()
+    return tags.take(order), ts_us[order_np], values[order_np]
+
+
+def _first_copies(
+    tags: pa.Array, ts_us: np.ndarray, values: np.ndarray
+) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+    """Drop rows repeating the previous row's key (the columns are sorted by key)."""
+    if len(ts_us) < 2:
+        return tags, ts_us, values
+    repeat = np.zeros(len(ts_us), dtype=bool)
+    repeat[1:] = ts_us[1:] == ts_us[:-1]
+    if repeat.any():
+        repeat[1:] &= pc.equal(tags[1:], tags[:-1]).to_numpy(zero_copy_only=False)
+    if not repeat.any():
+        return tags, ts_us, values
+    keep = ~repeat
+    return tags.filter(pa.array(keep)), ts_us[keep], values[keep]
+
+
+def create_schema(conn: psycopg.Connection, sink: TimescaleSink) -> bool:
+    """Create the tables (and hypertable/policies where TimescaleDB exists) idempotently.
+
+    An advisory lock serialises concurrent first runs. Returns True if TimescaleDB is used.
+    """
+    names = sink.names
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"pull_pipeline:{sink.table}",))
+        if names.schema:
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(names.schema)))
+        timescale = _enable_timescale(conn)
+        conn.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} ("
+                " source text NOT NULL, sensor_tag text NOT NULL, ts timestamptz NOT NULL,"
+                " sensor_value double precision NOT NULL,"
+                " ingested_at timestamptz NOT NULL DEFAULT now(),"
+                " PRIMARY KEY (source, sensor_tag, ts))"
+            ).format(names.table)
+        )
+        conn.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} ("
+                " id bigserial PRIMARY KEY, source text NOT NULL, partition_key text NOT NULL,"
+                " window_start timestamptz NOT NULL, window_end timestamptz NOT NULL,"
+                " raw_row jsonb, reason text NOT NULL, run_id text,"
+                " rejected_at timestamptz NOT NULL DEFAULT now())"
+            ).format(names.rejects)
+        )
+        conn.execute(
+            sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (source, partition_key)").format(
+                sql.Identifier(f"{names.name}_rejects_window_idx"), names.rejects)
+        )
+        if timescale:
+            _hypertable(conn, sink)
+    return timescale
+
+
+def _enable_timescale(conn: psycopg.Connection) -> bool:
+    """Use TimescaleDB when this database has it or can create it; else a plain table."""
+    if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchone():
+        return True
+    available = conn.execute(
+        "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
+    ).fetchone()
+    if not available:
+        return False
+    preload = conn.execute("SELECT current_setting('shared_preload_libraries')").fetchone()
+    if not preload or "timescaledb" not in preload[0]:
+        # CREATE EXTENSION would end the session with FATAL: it must be preloaded.
+        log.warning("TimescaleDB is installed but not in shared_preload_libraries; not using it")
+        return False
+    try:
+        with conn.transaction():  # a savepoint: a failure here must not abort the DDL
+            conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+    except psycopg.Error as exc:
+        log.warning("TimescaleDB is installed but cannot be enabled (%s)", _first_line(exc))
+        return False
+    return True
+
+
+def _hypertable(conn: psycopg.Connection, sink: TimescaleSink) -> None:
+    names = sink.names
+    regclass = names.regclass
+    conn.execute(
+        "SELECT create_hypertable(%s::regclass, 'ts', chunk_time_interval => %s::interval,"
+        " if_not_exists => TRUE, migrate_data => TRUE)",
+        (regclass, sink.chunk_interval),
+    )
+    conn.execute("SELECT set_chunk_time_interval(%s::regclass, %s::interval)",
+                 (regclass, sink.chunk_interval))
+    if sink.compress_after:
+        enabled = conn.execute(
+            "SELECT compression_enabled FROM timescaledb_information.hypertables"
+            " WHERE hypertable_schema = coalesce(%s, current_schema()) AND hypertable_name = %s",
+            (names.schema, names.name),
+        ).fetchone()
+        if not (enabled and enabled[0]):
+            conn.execute(
+                sql.SQL(
+                    "ALTER TABLE {} SET (timescaledb.compress,"
+                    " timescaledb.compress_segmentby = 'source, sensor_tag',"
+                    " timescaledb.compress_orderby = 'ts')"
+                ).format(names.table)
+            )
+        conn.execute(
+            "SELECT add_compression_policy(%s::regclass, %s::interval, if_not_exists => TRUE)",
+            (regclass, sink.compress_after),
+        )
+    if sink.retention:
+        conn.execute(
+            "SELECT add_retention_policy(%s::regclass, %s::interval, if_not_exists => TRUE)",
+            (regclass, sink.retention),
+        )
+
+
+def _is_transient(exc: psycopg.Error) -> bool:
+    """Lost connections, deadlocks and serialization failures succeed when retried later."""
+    return isinstance(exc, (psycopg.OperationalError, psycopg.errors.DeadlockDetected,
+                            psycopg.errors.SerializationFailure))
+
+
+def _first_line(exc: BaseException) -> str:
+    return redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+
+
+def _describe(windows: Sequence[Window]) -> str:
+    if not windows:
+        return "no window"
+    if len(windows) == 1:
+        return f"window {windows[0].key}"
+    return f"windows {windows[0].key}...{windows[-1].key}"
