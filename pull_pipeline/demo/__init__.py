@@ -1,0 +1,1 @@
+"""Demo sources for the quick start: a REST API (`api`) and a SQLite historian (`sqldb`)."""
