@@ -1,0 +1,82 @@
+"""The Timescale path: hypertable, chunk interval, compression and retention policies.
+
+Runs against $PULL_PIPELINE_TIMESCALE_DSN (an admin DSN on a server with the extension
+preloaded), else the test server; skips with the reason when TimescaleDB is absent.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import psycopg
+import pytest
+
+from pull_pipeline.sink.timescale import TimescaleSink, Window
+from pull_pipeline_tests.conftest import ADMIN_DSN
+
+TIMESCALE_ADMIN_DSN = os.environ.get("PULL_PIPELINE_TIMESCALE_DSN", ADMIN_DSN)
+
+
+def _timescale_ready(dsn: str) -> str | None:
+    """None when TimescaleDB can be used on this server, else why not."""
+    try:
+        with psycopg.connect(dsn, connect_timeout=3) as conn:
+            available = conn.execute(
+                "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'").fetchone()
+            preload = conn.execute("SELECT current_setting('shared_preload_libraries')").fetchone()
+    except psycopg.Error as exc:
+        return f"cannot reach {dsn}: {exc}"
+    if not available:
+        return "the TimescaleDB extension is not installed on this PostgreSQL"
+    if "timescaledb" not in (preload[0] if preload else ""):
+        return "TimescaleDB is installed but not in shared_preload_libraries"
+    return None
+
+
+@pytest.fixture(scope="module")
+def timescale_dsn() -> Iterator[str]:
+    reason = _timescale_ready(TIMESCALE_ADMIN_DSN)
+    if reason:
+        pytest.skip(f"{reason} (set PULL_PIPELINE_TIMESCALE_DSN to a TimescaleDB server)")
+    name = f"pp_ts_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(TIMESCALE_ADMIN_DSN, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    yield TIMESCALE_ADMIN_DSN.rsplit("/", 1)[0] + f"/{name}"
+    with psycopg.connect(TIMESCALE_ADMIN_DSN, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_hypertable_with_policies(timescale_dsn: str) -> None:
+    sink = TimescaleSink(
+        dsn=timescale_dsn, table="metrics.sensor_readings", chunk_interval="43200 seconds",
+        compress_after="604800 seconds", retention="31536000 seconds",
+    )
+    # Inside the retention and compression horizons, so the policies leave these rows alone.
+    start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    window = Window(start.strftime("%Y-%m-%d"), start, start + timedelta(days=1))
+    batch = pd.DataFrame({
+        "sensor_tag": ["a", "b"], "ts": pd.to_datetime([start, start], utc=True),
+        "sensor_value": [1.0, 2.0]})
+    for _ in range(2):  # a second run must find everything in place
+        with sink.load("src", [window]) as load:
+            load.stage(batch)
+    with psycopg.connect(timescale_dsn) as conn:
+        hypertable = conn.execute(
+            "SELECT compression_enabled FROM timescaledb_information.hypertables "
+            "WHERE hypertable_schema = 'metrics' AND hypertable_name = 'sensor_readings'"
+        ).fetchone()
+        interval = conn.execute(
+            "SELECT time_interval FROM timescaledb_information.dimensions "
+            "WHERE hypertable_name = 'sensor_readings' AND column_name = 'ts'").fetchone()
+        jobs = {row[0] for row in conn.execute(
+            "SELECT proc_name FROM timescaledb_information.jobs "
+            "WHERE hypertable_name = 'sensor_readings'")}
+        count = conn.execute("SELECT count(*) FROM metrics.sensor_readings").fetchone()
+    assert hypertable == (True,)
+    assert interval == (timedelta(hours=12),)
+    assert {"policy_compression", "policy_retention"} <= jobs
+    assert count == (2,)
