@@ -2,10 +2,15 @@
 #   make dev    install into .venv and start the Dagster UI with the demo sources
 #   make test   install into .venv-test and run the whole test suite
 # Tests run on Python 3.12 where the machine has it (what pull-stack users are told to
-# use), else on python3. Override with `make test TEST_PYTHON=python3.13`.
+# use): `python3.12` on the PATH, else pyenv's newest 3.12 (its shim alone fails when 3.12
+# is installed but not selected), else python3. Override with `make test TEST_PYTHON=python3.13`.
 
 PYTHON ?= python3
-TEST_PYTHON ?= $(shell python3.12 -c 'import sys' >/dev/null 2>&1 && echo python3.12 || echo python3)
+PYENV_312 := $(shell pyenv prefix "$$(pyenv latest 3.12 2>/dev/null)" 2>/dev/null)
+TEST_PYTHON ?= $(shell python3.12 -c '' >/dev/null 2>&1 && echo python3.12 \
+  || ( [ -x "$(PYENV_312)/bin/python3.12" ] && echo "$(PYENV_312)/bin/python3.12" ) || echo python3)
+# The stamp names the Python version, so a test venv built with another version is rebuilt.
+TEST_VENV := .venv-test/.installed-$(shell $(TEST_PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 STATE := $(CURDIR)/.pull_pipeline
 PORT ?= 3000
 DEMO_API_PORT ?= 8080
@@ -18,7 +23,8 @@ DEMO_API_PORT ?= 8080
 	.venv/bin/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-.venv-test/.installed: pyproject.toml
+$(TEST_VENV): pyproject.toml
+	rm -rf .venv-test
 	$(TEST_PYTHON) -m venv .venv-test
 	.venv-test/bin/python -m pip install --quiet --upgrade pip
 	.venv-test/bin/python -m pip install --quiet -e '.[dev]'
@@ -33,7 +39,7 @@ dev: .venv/.installed
 	  DAGSTER_HOME=$(STATE)/dagster_home DEMO_API_KEY=$${DEMO_API_KEY:-demo-key} \
 	  .venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(PORT)
 
-test: .venv-test/.installed
+test: $(TEST_VENV)
 	.venv-test/bin/python -m pytest -n 2 --dist loadfile -q
 
 bench: .venv/.installed

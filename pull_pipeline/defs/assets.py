@@ -109,11 +109,14 @@ def build_source_assets(name: str, source: SourceBase) -> list[dg.AssetsDefiniti
         ],
         **common,
     )
-    def raw(context: dg.AssetExecutionContext, landing: LandingResource) -> dg.MaterializeResult:
+    def raw(
+        context: dg.AssetExecutionContext, landing: LandingResource, sink: TimescaleSink
+    ) -> dg.MaterializeResult:
         windows = windows_for(partitions_def, context.partition_keys)
         with failures_named(context, name):
             resolved = resolve_env(source, where=f"source {name!r}")
-            with make_connector(name, resolved) as connector:
+            with (sink.source_slot(name, source.concurrency, context.log.info),
+                  make_connector(name, resolved) as connector):
                 stats = land(name, resolved, connector, landing.store(), windows,
                              context.run.run_id, context.log.info)
         return dg.MaterializeResult(

@@ -13,12 +13,13 @@ import logging
 import os
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import numpy as np
@@ -35,6 +36,7 @@ from pull_pipeline.durations import format_duration
 from pull_pipeline.errors import SinkError, SinkUnavailable
 from pull_pipeline.redaction import redact, register_secret
 from pull_pipeline.sink.pgcopy import encode_readings, write_binary
+from pull_pipeline.sink.slots import source_slot
 
 log = logging.getLogger("pull_pipeline.sink")
 SINK_DSN_ENV = "SINK_DSN"  # used when sources.yaml sets no sink.dsn
@@ -116,17 +118,28 @@ class TimescaleSink(dg.ConfigurableResource):
         register_secret(psycopg.conninfo.conninfo_to_dict(dsn).get("password"))
         return dsn
 
-    @contextmanager
-    def connection(self) -> Iterator[psycopg.Connection]:
-        """A connection with the schema in place; connection failures become `SinkError`."""
-        dsn = self.resolved_dsn()
+    def connect(self, dsn: str | None = None, **kwargs: Any) -> psycopg.Connection:
+        """A bare connection; a failure to connect becomes a transient `SinkUnavailable`."""
         try:
-            conn = psycopg.connect(dsn, connect_timeout=10, application_name="pull_pipeline")
+            return psycopg.connect(dsn or self.resolved_dsn(), connect_timeout=10,
+                                   application_name="pull_pipeline", **kwargs)
         except psycopg.Error as exc:
             raise SinkUnavailable(
                 f"cannot connect to the sink ({_first_line(exc)}); the previous data is untouched. "
                 "Check sink.dsn / SINK_DSN and that the database is up"
             ) from None
+
+    def source_slot(
+        self, source: str, slots: int, log: Callable[[str], None]
+    ) -> AbstractContextManager[int]:
+        """Hold one of the source's `concurrency:` slots while calling it; see `slots`."""
+        return source_slot(self.connect, source, slots, log)
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection]:
+        """A connection with the schema in place; connection failures become `SinkError`."""
+        dsn = self.resolved_dsn()
+        conn = self.connect(dsn)
         try:
             self._ensure_schema(conn, dsn)
             yield conn
