@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import ExitStack
 
 from pull_pipeline.sink.slots import source_slot
@@ -28,6 +29,13 @@ def hold_in_thread(sink: TimescaleSink, source: str, slots: int, seconds: float,
     return thread
 
 
+def wait_for(condition: Callable[[], bool], seconds: float = 10) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return condition()
+
+
 def overlapping(spans: list[tuple[float, float]]) -> bool:
     ordered = sorted(spans)
     return any(later[0] < earlier[1] for earlier, later in itertools.pairwise(ordered))
@@ -37,11 +45,15 @@ def test_one_slot_serialises_holders_and_says_why_it_waits(pg_dsn: str) -> None:
     sink, source = TimescaleSink(dsn=pg_dsn), f"plant_{uuid.uuid4().hex[:6]}"
     spans: list[tuple[float, float]] = []
     log: list[str] = []
-    threads = [hold_in_thread(sink, source, 1, 0.3, spans, log) for _ in range(3)]
+    with source_slot(sink.connect, source, 1, log.append):
+        start = time.monotonic()
+        threads = [hold_in_thread(sink, source, 1, 0.2, spans, log) for _ in range(2)]
+        assert wait_for(lambda: sum("concurrency: 1" in line for line in log) == 2)
+        spans.append((start, time.monotonic()))
     for thread in threads:
         thread.join(timeout=10)
     assert len(spans) == 3 and not overlapping(spans)
-    assert sum("taken by other runs" in line and "concurrency: 1" in line for line in log) == 2
+    assert all("taken by other runs calling this source" in line for line in log[:2])
 
 
 def test_slots_allow_that_many_holders_at_once(pg_dsn: str) -> None:
@@ -55,9 +67,10 @@ def test_slots_allow_that_many_holders_at_once(pg_dsn: str) -> None:
         third = hold_in_thread(sink, source, 2, 0.0, spans, log)
         other = hold_in_thread(sink, f"other_{source}", 2, 0.0, spans, log)
         other.join(timeout=5)
+        assert wait_for(lambda: any("taken by other runs" in line for line in log))
         assert len(spans) == 1 and third.is_alive()
     third.join(timeout=5)
-    assert len(spans) == 2 and any("taken by other runs" in line for line in log)
+    assert len(spans) == 2
 
 
 def test_a_killed_holder_frees_its_slot(pg_dsn: str) -> None:
@@ -77,7 +90,7 @@ def test_a_killed_holder_frees_its_slot(pg_dsn: str) -> None:
         log: list[str] = []
         spans: list[tuple[float, float]] = []
         waiter = hold_in_thread(TimescaleSink(dsn=pg_dsn), source, 1, 0.0, spans, log)
-        time.sleep(0.3)
+        assert wait_for(lambda: any("taken by other runs" in line for line in log))
         assert waiter.is_alive() and not spans  # blocked while the holder lives
         holder.kill()
         waiter.join(timeout=10)
