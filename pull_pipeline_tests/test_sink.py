@@ -12,6 +12,7 @@ import pyarrow as pa
 import pytest
 
 from pull_pipeline.errors import SinkError
+from pull_pipeline.sink import timescale
 from pull_pipeline.sink.pgcopy import encode_readings, write_binary
 from pull_pipeline.sink.timescale import TimescaleSink, Window, create_schema, normalize_dsn
 
@@ -74,8 +75,17 @@ def test_duplicates_in_a_batch_are_counted_not_loaded(sink: TimescaleSink) -> No
     assert (load.result.staged, load.result.loaded, load.result.deduplicated) == (13, 10, 3)
 
 
+@pytest.fixture(params=["one_run", "run_per_batch"])
+def runs(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Batches sorted together into one COPY (the default for windows up to 1M rows), or
+    each batch its own run, as in a bigger window: repeats across runs take another path."""
+    if request.param == "run_per_batch":
+        monkeypatch.setattr(timescale, "_RUN_ROWS", 1)
+    return request.param
+
+
 def test_a_reading_repeated_in_a_later_batch_keeps_its_first_copy(
-    sink: TimescaleSink, pg_dsn: str, table_name: str
+    sink: TimescaleSink, pg_dsn: str, table_name: str, runs: str
 ) -> None:
     with sink.load("src", [HOUR]) as load:
         load.stage(frame(10))
@@ -86,7 +96,7 @@ def test_a_reading_repeated_in_a_later_batch_keeps_its_first_copy(
 
 
 def test_many_overlapping_batches_in_one_load_all_arrive(
-    sink: TimescaleSink, pg_dsn: str, table_name: str
+    sink: TimescaleSink, pg_dsn: str, table_name: str, runs: str
 ) -> None:
     with sink.load("src", [HOUR]) as load:  # more than the load's savepoint budget
         for i in range(40):  # each batch's times and keys overlap every other's

@@ -9,6 +9,8 @@ value), and Arrow concatenates the three per row in C++.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import psycopg
 import pyarrow as pa
@@ -22,10 +24,12 @@ _SUFFIX = np.dtype([("ts_len", ">i4"), ("ts", ">i8"), ("value_len", ">i4"), ("va
 _EMPTY = pa.scalar(b"", pa.large_binary())
 
 
-def write_binary(copy: psycopg.Copy, rows: pa.Buffer) -> None:
-    """Send `rows` (from `encode_readings`) as one complete binary COPY stream."""
+def write_binary(copy: psycopg.Copy, rows: pa.Buffer | Iterable[pa.Buffer]) -> None:
+    """Send `rows` (from `encode_readings`, one buffer or several in turn) as one complete
+    binary COPY stream."""
     copy.write(HEADER)
-    copy.write(rows)
+    for chunk in [rows] if isinstance(rows, pa.Buffer) else rows:
+        copy.write(chunk)
     copy.write(TRAILER)
 
 
