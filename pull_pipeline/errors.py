@@ -5,6 +5,18 @@ from __future__ import annotations
 from pull_pipeline.redaction import redact
 
 
+def first_line(error: object) -> str:
+    """The first non-empty line of an error's text, or its type's name when it has none.
+
+    Driver and parser messages run to many lines (context, hints, the query); a message
+    that names the source and the fix quotes only this line.
+    """
+    for line in str(error).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(error).__name__
+
+
 class PullPipelineError(Exception):
     """Base class: the message names the source and the fix, and never holds a secret."""
 

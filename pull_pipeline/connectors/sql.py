@@ -52,6 +52,7 @@ from pull_pipeline.errors import (
     PermanentSourceError,
     SourceError,
     TransientSourceError,
+    first_line,
 )
 from pull_pipeline.redaction import redact, register_secret
 
@@ -221,7 +222,7 @@ class SqlConnector(Connector):
     def _error(self, exc: Exception) -> SourceError:
         """Classify a driver error: worth retrying, or a problem a person must fix."""
         orig = getattr(exc, "orig", None) or exc
-        detail = _first_line(orig)
+        detail = first_line(orig)
         sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None) or ""
         where = f"sql source {self.name!r}"
         if sqlstate.startswith("28") or _CREDENTIALS.search(detail):
@@ -344,6 +345,3 @@ def _is_transient(exc: Exception, orig: BaseException, sqlstate: str) -> bool:
     return isinstance(exc, (sa_exc.OperationalError, psycopg.OperationalError))
 
 
-def _first_line(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__

@@ -31,7 +31,7 @@ from psycopg import sql
 from pull_pipeline.config.env import resolve_text
 from pull_pipeline.config.models import SinkConfig
 from pull_pipeline.durations import format_duration
-from pull_pipeline.errors import SinkError, SinkUnavailable
+from pull_pipeline.errors import SinkError, SinkUnavailable, first_line
 from pull_pipeline.redaction import redact, register_secret
 from pull_pipeline.sink.pgcopy import encode_readings, write_binary
 from pull_pipeline.sink.runs import Run, RunBuffer, Span
@@ -506,7 +506,7 @@ def _is_transient(exc: psycopg.Error) -> bool:
 
 
 def _first_line(exc: BaseException) -> str:
-    return redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+    return redact(first_line(exc))
 
 
 def _describe(windows: Sequence[Window]) -> str:

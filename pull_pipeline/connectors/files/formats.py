@@ -26,7 +26,7 @@ from pull_pipeline.connectors.base import (
     records_to_batch,
     table_to_batch,
 )
-from pull_pipeline.errors import PermanentSourceError
+from pull_pipeline.errors import PermanentSourceError, first_line
 
 CSV_BLOCK_BYTES = 8 * 2**20
 LINES_BLOCK_BYTES = 8 * 2**20
@@ -43,8 +43,7 @@ def read_file(path: Path, where: str, source: FilesSource) -> Iterator[pa.Table]
 
 def unreadable(where: str, fmt: str, at: str | None, detail: object) -> PermanentSourceError:
     position = f" at {at}" if at else ""
-    text = str(detail).strip().splitlines()[0] if str(detail).strip() else type(detail).__name__
-    return PermanentSourceError(f"{where}: cannot parse as {fmt}{position}: {text}")
+    return PermanentSourceError(f"{where}: cannot parse as {fmt}{position}: {first_line(detail)}")
 
 
 def _csv(path: Path, where: str, source: FilesSource) -> Iterator[pa.Table]:
