@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
+
 import dagster as dg
 
 from pull_pipeline.config.loader import Project, load_project
 from pull_pipeline.defs.archive import build_archive_and_replay
 from pull_pipeline.defs.assets import build_source_assets
+from pull_pipeline.defs.checks import utc_now
 from pull_pipeline.defs.operations import build_operations
 from pull_pipeline.defs.resources import build_resources
 
 
-def build_definitions(project: Project) -> dg.Definitions:
-    """Compose every source's assets, checks, schedules, sensors and jobs."""
+def build_definitions(project: Project, clock: Callable[[], datetime] = utc_now) -> dg.Definitions:
+    """Compose every source's assets, checks, schedules, sensors and jobs.
+
+    `clock` is what the sensors take as now (tests set it)."""
     assets: list[dg.AssetsDefinition] = []
     for name, source in project.config.sources.items():
         assets.extend(build_source_assets(name, source))
@@ -23,8 +29,10 @@ def build_definitions(project: Project) -> dg.Definitions:
         executor=dg.in_process_executor,
     )
     # Operations: pull jobs, schedules, recovery/freshness/alert sensors, gap/freshness checks.
-    # Archive: replay_<source> jobs; <source>/archive assets and restore_<source> jobs.
-    return dg.Definitions.merge(core, build_operations(project), build_archive_and_replay(project))
+    # Archive: replay_<source> jobs; <source>/archive assets, export_<source> jobs and
+    # archive_<source> sensors, restore_<source> jobs.
+    return dg.Definitions.merge(core, build_operations(project, clock),
+                                build_archive_and_replay(project, clock))
 
 
 @dg.definitions

@@ -26,6 +26,7 @@ from pull_pipeline.archive import (
 from pull_pipeline.archive import restore as restore_module
 from pull_pipeline.config.loader import Project
 from pull_pipeline.definitions import build_definitions
+from pull_pipeline.defs.archive import windows_to_export
 from pull_pipeline.s3 import S3Folder
 from pull_pipeline.sink.timescale import TimescaleSink, Window
 from pull_pipeline_tests.helpers import failure_text, make_project, run_source
@@ -315,3 +316,70 @@ def _download(bucket: Bucket, key: str, tmp_path: Path) -> Path:
     path = tmp_path / "downloaded.parquet"
     bucket.client.download_file(bucket.name, key, str(path))
     return path
+
+
+def test_the_export_sensor_archives_old_windows_oldest_first_one_range_run_at_a_time(
+    tmp_path: Path, sink: TimescaleSink
+) -> None:
+    original = seed(sink, "plant", windows(8))
+    project = make_project(tmp_path, {
+        "sink": {"dsn": sink.dsn, "table": sink.table},
+        "sources": {"plant": {
+            "kind": "python", "function": "pull_pipeline_tests.python_sources:fetch_pages",
+            "partitions": {"cadence": "hourly", "start": "2024-01-01T00:00:00Z"}}},
+        "archive": {"path": str(tmp_path / "archive"), "export_after": "1 day",
+                    "windows_per_run": 5},
+    })
+    now = T0 + timedelta(days=1, hours=8, minutes=30)  # windows 0..7 are a day old, 8 is not
+    defs = build_definitions(project, clock=lambda: now)
+    sensor = defs.resolve_sensor_def("archive_plant")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    with dg.instance_for_test() as instance:
+        for window in windows(9):  # loaded, as the pull runs record it
+            instance.report_runless_asset_event(
+                dg.AssetMaterialization(dg.AssetKey(["plant", "readings"]), partition=window.key))
+
+        def tick() -> dg.SensorResult:
+            return sensor.evaluate_tick(dg.build_sensor_context(instance=instance,
+                                                                definitions=defs))
+
+        ranges = []
+        while (requests := tick().run_requests):
+            [request] = requests
+            ranges.append((request.tags["dagster/asset_partition_range_start"],
+                           request.tags["dagster/asset_partition_range_end"]))
+            assert request.tags["pull_pipeline/operation"] == "archive"
+            result = defs.resolve_job_def("export_plant").execute_in_process(
+                instance=instance, tags=dict(request.tags), raise_on_error=False)
+            assert result.success, failure_text(result)
+        assert ranges == [("2024-01-01-00:00", "2024-01-01-04:00"),
+                          ("2024-01-01-05:00", "2024-01-01-07:00")]
+        assert "nothing to export" in (tick().skip_message or "")
+    archived = sorted((tmp_path / "archive" / "plant").glob("*.parquet"))
+    assert [p.name for p in archived] == [f"{w.key}.parquet" for w in windows(8)]
+    assert sum(file_digest(p).rows for p in archived) == len(original)
+
+
+def test_windows_to_export_are_one_unbroken_stretch_and_skip_failed_exports() -> None:
+    done, failed = dg.AssetPartitionStatus.MATERIALIZED, dg.AssetPartitionStatus.FAILED
+    keys = ["a", "b", "c", "d", "e", "f"]
+    readings = {"a": done, "b": done, "c": done, "e": done, "f": done}  # d never loaded
+    assert windows_to_export(keys, readings, {"a": done, "b": failed}, 10) == ["c"]
+    assert windows_to_export(keys, readings, {"a": done, "b": done, "c": done}, 10) == ["e", "f"]
+    assert windows_to_export(keys, readings, {}, 2) == ["a", "b"]
+    assert windows_to_export(keys, {}, {}, 2) == []
+
+
+def test_the_export_sensor_is_off_when_auto_export_is(tmp_path: Path, sink: TimescaleSink) -> None:
+    project = make_project(tmp_path, {
+        "sink": {"dsn": sink.dsn, "table": sink.table},
+        "sources": {"plant": {
+            "kind": "python", "function": "pull_pipeline_tests.python_sources:fetch_pages",
+            "partitions": {"cadence": "hourly", "start": "2024-01-01T00:00:00Z"}}},
+        "archive": {"path": str(tmp_path / "archive"), "auto_export": False},
+    })
+    sensor = build_definitions(project).resolve_sensor_def("archive_plant")
+    assert sensor.default_status == dg.DefaultSensorStatus.STOPPED
+    with dg.instance_for_test() as instance:
+        result = sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
+    assert "auto_export: false" in (result.skip_message or "")

@@ -319,6 +319,8 @@ class ArchiveConfig(Strict):
     s3: S3Config | None = None
     export_after: Duration = timedelta(days=90)
     drop_after_export: bool = False
+    auto_export: bool = True
+    windows_per_run: int = Field(default=168, ge=1)
 
 
 class PipelineConfig(Strict):

@@ -4,16 +4,23 @@ Per source, all partitioned like the source:
 - job `replay_<source>`: materializes `<source>/readings` only, which reads the landing
   store, so the source is never contacted;
 - asset `<source>/archive` (only with `archive:` configured): exports the window, verified;
+- job `export_<source>` and sensor `archive_<source>` (only with `archive:`): the sensor
+  exports windows older than `export_after`, oldest first, one range run at a time;
 - job `restore_<source>` (only with `archive:`): loads archived windows back into the sink.
 
 No `from __future__ import annotations` here: Dagster inspects the `context` annotation.
 """
 
-from datetime import timedelta
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
 
 import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import (
     UnresolvedAssetJobDefinition,  # what define_asset_job returns; not exported by dagster
+)
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
 )
 
 from pull_pipeline.archive import (
@@ -32,9 +39,12 @@ from pull_pipeline.defs.assets import (
     readings_key,
     windows_for,
 )
-from pull_pipeline.defs.jobs import without_freshness_check
+from pull_pipeline.defs.checks import utc_now
+from pull_pipeline.defs.jobs import run_tags, without_freshness_check
 from pull_pipeline.defs.partitions import build_partitions
+from pull_pipeline.defs.sensors import sensor_status
 from pull_pipeline.s3 import is_s3_url
+from pull_pipeline.scheduling import complete_windows
 from pull_pipeline.sink.timescale import TimescaleSink, Window
 
 
@@ -133,6 +143,81 @@ def export_metadata(report: ExportReport, location: str) -> dict[str, object]:
     }
 
 
+def export_job_name(name: str) -> str:
+    return f"export_{name}"
+
+
+def build_export_job(name: str) -> UnresolvedAssetJobDefinition:
+    return dg.define_asset_job(
+        export_job_name(name),
+        selection=dg.AssetSelection.assets(archive_key(name)),
+        tags={SOURCE_TAG: name, OPERATION_TAG: "archive"},
+        description=f"Export windows of {name} from the sink to the archive (verified).",
+    )
+
+
+def windows_to_export(
+    keys: Sequence[str],
+    readings: Mapping[str, dg.AssetPartitionStatus],
+    archived: Mapping[str, dg.AssetPartitionStatus],
+    limit: int,
+) -> list[str]:
+    """The oldest unbroken stretch of windows (at most `limit`) loaded but not yet archived.
+
+    Unbroken, because one run exports a range and would otherwise also try the windows in
+    between; a window whose export failed is left to a person (it is in the run's failure).
+    """
+    done = (dg.AssetPartitionStatus.MATERIALIZED, dg.AssetPartitionStatus.FAILED,
+            dg.AssetPartitionStatus.IN_PROGRESS)
+    stretch: list[str] = []
+    for key in keys:
+        due = readings.get(key) == dg.AssetPartitionStatus.MATERIALIZED and archived.get(key) not in done
+        if due:
+            stretch.append(key)
+        if stretch and (not due or len(stretch) == limit):
+            break
+    return stretch
+
+
+def build_export_sensor(
+    name: str, source: SourceBase, config: ArchiveConfig, clock: Callable[[], datetime]
+) -> dg.SensorDefinition:
+    """`archive_<source>`: exports windows once they are older than `export_after`."""
+    partitions_def = build_partitions(source.partitions, name)
+    off = source.paused or not config.auto_export
+
+    @dg.sensor(
+        name=f"archive_{name}",
+        job_name=export_job_name(name),
+        minimum_interval_seconds=15 * 60,
+        default_status=sensor_status(off),
+        description=f"Exports windows of {name} older than {config.export_after} to the "
+        f"archive, oldest first, up to {config.windows_per_run} windows a run, one run at a time.",
+    )
+    def export(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        if off:
+            return dg.SensorResult(skip_reason=f"automatic export of {name} is off in the "
+                                   "config (paused: true or archive.auto_export: false)")
+        keys = complete_windows(partitions_def, partitions_def.start, clock() - config.export_after)
+        status = context.instance.get_status_by_partition
+        archived = status(archive_key(name), keys, partitions_def) or {}
+        if dg.AssetPartitionStatus.IN_PROGRESS in archived.values():
+            return dg.SensorResult(skip_reason=f"an export of {name} is still running")
+        due = windows_to_export(keys, status(readings_key(name), keys, partitions_def) or {},
+                                archived, config.windows_per_run)
+        failed = sum(value == dg.AssetPartitionStatus.FAILED for value in archived.values())
+        held = f"; {failed} window(s) whose export failed wait for a person" if failed else ""
+        if not due:
+            return dg.SensorResult(skip_reason=f"{name}: nothing to export{held}")
+        return dg.SensorResult(run_requests=[dg.RunRequest(
+            run_key=f"export:{due[0]}...{due[-1]}",
+            tags={**run_tags(name, "archive"), OPERATION_TAG: "archive",
+                  ASSET_PARTITION_RANGE_START_TAG: due[0], ASSET_PARTITION_RANGE_END_TAG: due[-1]},
+        )])
+
+    return export
+
+
 def build_restore_job(name: str, source: SourceBase) -> dg.JobDefinition:
     partitions_def = build_partitions(source.partitions, name)
 
@@ -171,16 +256,22 @@ def build_restore_job(name: str, source: SourceBase) -> dg.JobDefinition:
     return restore_job
 
 
-def build_archive_and_replay(project: Project) -> dg.Definitions:
-    """Replay jobs for every source; archive assets and restore jobs when `archive:` is set."""
+def build_archive_and_replay(
+    project: Project, clock: Callable[[], datetime] = utc_now
+) -> dg.Definitions:
+    """Replay jobs for every source; with `archive:` set, also archive assets, export jobs
+    and sensors, and restore jobs."""
     sources = project.config.sources
     jobs: list[object] = [build_replay_job(name, source) for name, source in sources.items()]
     config = project.config.archive
     if config is None:
         return dg.Definitions(jobs=jobs)
+    for name, source in sources.items():
+        jobs += [build_export_job(name), build_restore_job(name, source)]
     return dg.Definitions(
         assets=[build_archive_asset(name, source, config.path) for name, source in sources.items()],
-        jobs=[*jobs, *(build_restore_job(name, source) for name, source in sources.items())],
+        jobs=jobs,
+        sensors=[build_export_sensor(name, source, config, clock) for name, source in sources.items()],
         resources={"archive": ArchiveResource.from_config(
             config, project.resolve_path(config.path))},
     )
