@@ -114,6 +114,7 @@ def test_every_contract_key_parses(tmp_path: Path) -> None:
         ({"auth": {"type": "tokn"}}, "auth.type: must be one of 'api_key', 'bearer', 'basic'"),
         ({"pagination": {"type": "page_number", "size": 0}}, "pagination.size"),
         ({"time_unit": "minutes"}, "time_unit"),
+        ({"reference_epoch": "the 1st of May"}, "reference_epoch: 'the 1st of May' is not an ISO"),
         ({"partitions": {"start": "2024-01-01", "lag": "5 parsecs"}}, "expected a duration"),
         ({"auth": {"type": "api_key", "value": "k"}}, "exactly one of 'header' or 'query_param'"),
     ],

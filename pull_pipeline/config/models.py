@@ -8,7 +8,7 @@ filled from the environment only when a source runs (see `pull_pipeline.config.e
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
@@ -115,7 +115,14 @@ class SourceBase(Strict):
     @field_validator("reference_epoch", mode="before")
     @classmethod
     def _epoch_text(cls, value: Any) -> Any:
-        return str(value)
+        text = str(value)  # YAML reads an unquoted date or timestamp as one
+        try:
+            datetime.fromisoformat(text.replace("Z", "+00:00"))  # noqa: FURB162 - as parse_instant
+        except ValueError:
+            raise ValueError(
+                f"{text!r} is not an ISO-8601 instant or date; write it like "
+                "2000-01-01T00:00:00Z (a value without zone is UTC)") from None
+        return text
 
 
 # --- REST ------------------------------------------------------------------------------------
