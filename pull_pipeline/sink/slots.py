@@ -31,19 +31,12 @@ def source_slot(
 ) -> Iterator[int]:
     """Hold one of `slots` slots of source `name` for the block; wait while all are taken.
 
-    `connect` opens a connection to the sink (autocommit); yields the slot's number.
+    `connect` opens a connection to the sink (autocommit); yields the slot's number. The
+    slot is released by closing the connection, which ends its session-level lock even
+    when the connection broke during the block.
     """
-    conn = connect(autocommit=True, keepalives=1, keepalives_idle=30)
-    try:
-        slot = _wait_for_slot(conn, name, slots, log, poll_seconds)
-        try:
-            yield slot
-        finally:
-            if not conn.closed:
-                conn.execute("SELECT pg_advisory_unlock(hashtext(%s), %s::int)",
-                             (_KEY.format(name=name), slot))
-    finally:
-        conn.close()
+    with connect(autocommit=True, keepalives=1, keepalives_idle=30) as conn:
+        yield _wait_for_slot(conn, name, slots, log, poll_seconds)
 
 
 def _wait_for_slot(
