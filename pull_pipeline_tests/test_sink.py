@@ -222,6 +222,35 @@ def test_plain_postgresql_is_reported_once(
     assert len(messages) == 1
 
 
+def test_plain_table_finds_a_window_without_scanning_the_source(
+    sink: TimescaleSink, pg_dsn: str, table_name: str
+) -> None:
+    """The window delete must not read the source's whole history (no chunks to exclude),
+    nor walk its whole primary key (which leads with source)."""
+    with sink.load("src", [HOUR]) as load:
+        load.stage(frame(10))
+    with psycopg.connect(pg_dsn) as conn:
+        if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchone():
+            pytest.skip("this database has TimescaleDB: chunk exclusion finds the window")
+        # 30 days of later history, 8 sensors every 10 s (207k rows), in arrival order
+        conn.execute(
+            f"INSERT INTO {table_name} (source, sensor_tag, ts, sensor_value) "
+            "SELECT 'src', 'h' || s, %s + make_interval(secs => t * 10), 0 "
+            "FROM generate_series(1, 25920) t, generate_series(1, 8) s ORDER BY t",
+            (HOUR.end,))
+        conn.commit()
+        # what autovacuum does for filled block ranges (autosummarize), and its ANALYZE
+        conn.execute("SELECT brin_summarize_new_values(%s::regclass)", (f"{table_name}_ts_brin",))
+        conn.execute(f"ANALYZE {table_name}")
+        plan = "\n".join(row[0] for row in conn.execute(
+            f"EXPLAIN (ANALYZE, COSTS OFF) DELETE FROM {table_name} "
+            "WHERE source = 'src' AND ts >= %s AND ts < %s", (HOUR.start, HOUR.end)).fetchall())
+        conn.rollback()
+    assert f"Bitmap Index Scan on {table_name}_ts_brin" in plan, plan
+    blocks = int(plan.split("Heap Blocks: lossy=")[1].split()[0])
+    assert blocks <= 256, plan  # a block range of 128 pages or two, not the table's ~1500
+
+
 def test_binary_copy_round_trips_any_tag_time_and_value(pg_dsn: str) -> None:
     tags = pa.array(["température_é", "", "x" * 300, "tab\tnew\nline"], type=pa.large_string())
     times = [datetime(1969, 7, 20, 20, 17, 40, 123456, tzinfo=UTC),
