@@ -11,6 +11,9 @@ actions: which windows to request, which alerts to send, the next cursor. Rules:
   when there is something to request (it is cheap, but not free for the source).
 - At most `cap` windows are in flight at once (requested and not yet loaded or failed),
   newest first: a week-long outage drains in bounded steps instead of one flood.
+- A source that answers its probe but whose requested windows fail again (it flaps) is
+  retried at once after the first such round, then after 1, 2, 4 ... minutes, at most
+  an hour apart, until one of them loads.
 - When every window recovery requested has loaded and nothing is left to do, the
   recovery alert goes out once ("plant_a is back; 7 windows backfilled" after failures,
   "plant_a caught up; ..." when the windows had simply never been pulled).
@@ -26,6 +29,15 @@ from enum import Enum
 # A requested window that neither shows as in progress nor as done after this long was
 # never launched (e.g. the run request was dropped); it becomes a candidate again.
 LAUNCH_GRACE_SECONDS = 600.0
+BACKOFF_SECONDS = 60.0  # after the second failed round in a row; doubles each round
+MAX_BACKOFF_SECONDS = 3600.0
+
+
+def backoff(failed_rounds: int) -> float:
+    """Seconds to wait before requesting again after `failed_rounds` failed rounds in a row."""
+    if failed_rounds < 2:
+        return 0.0
+    return min(BACKOFF_SECONDS * 2 ** (failed_rounds - 2), MAX_BACKOFF_SECONDS)
 
 
 class Status(Enum):
@@ -61,7 +73,9 @@ class Cursor:
     is retried; `pending` maps requested windows to when they were requested; `loaded` lists
     windows recovery requested that have since loaded; `held` lists windows already
     announced as needing a person; `outage` says whether any requested window had failed
-    (an outage, rather than windows that were simply never pulled).
+    (an outage, rather than windows that were simply never pulled); `failed_rounds` counts
+    rounds in a row in which a requested window failed again, and nothing is requested
+    before `retry_at`.
     """
 
     generation: int = 0
@@ -69,6 +83,8 @@ class Cursor:
     loaded: list[str] = field(default_factory=list)
     held: list[str] = field(default_factory=list)
     outage: bool = False
+    failed_rounds: int = 0
+    retry_at: float = 0.0
 
     @classmethod
     def parse(cls, text: str | None) -> Cursor:
@@ -81,12 +97,15 @@ class Cursor:
             loaded=[str(k) for k in data.get("loaded", [])],
             held=[str(k) for k in data.get("held", [])],
             outage=bool(data.get("outage", False)),
+            failed_rounds=int(data.get("failed_rounds", 0)),
+            retry_at=float(data.get("retry_at", 0.0)),
         )
 
     def dump(self) -> str:
         return json.dumps(
             {"generation": self.generation, "pending": self.pending, "loaded": self.loaded,
-             "held": self.held, "outage": self.outage},
+             "held": self.held, "outage": self.outage, "failed_rounds": self.failed_rounds,
+             "retry_at": self.retry_at},
             sort_keys=True,
         )
 
@@ -102,6 +121,7 @@ class Plan:
     newly_held: list[str] = field(default_factory=list)
     probe: Probe | None = None
     waiting: int = 0
+    backing_off: float = 0.0  # seconds until recovery may request again
 
     def run_key(self, key: str) -> str:
         return f"recover:{key}:{self.cursor.generation}"
@@ -110,6 +130,10 @@ class Plan:
         """One line for the sensor tick: what was done and why."""
         if self.request:
             return f"requested {len(self.request)} window(s); {self.waiting} more waiting"
+        if self.backing_off:
+            return (f"{self.waiting} window(s) waiting; requested windows failed again "
+                    f"{self.cursor.failed_rounds} rounds in a row, next try in "
+                    f"{self.backing_off:.0f} s")
         if self.probe is not None and not self.probe.ok:
             return f"{self.waiting} window(s) waiting; source not answering: {self.probe.message}"
         if self.cursor.pending:
@@ -129,19 +153,27 @@ def plan_recovery(
     """Decide this evaluation's requests and alerts; `windows` are the horizon's windows."""
     by_key = {w.key: w for w in windows}
     cursor = Cursor(cursor.generation, dict(cursor.pending), list(cursor.loaded),
-                    list(cursor.held), cursor.outage)
+                    list(cursor.held), cursor.outage, cursor.failed_rounds, cursor.retry_at)
     plan = Plan(cursor=cursor)
 
+    failed_again = loaded = False
     for key, requested_at in list(cursor.pending.items()):
         window = by_key.get(key)
         status = window.status if window else None
         if status is Status.MATERIALIZED:
             del cursor.pending[key]
             cursor.loaded.append(key)
+            loaded = True
         elif status is Status.FAILED or status is None:
             del cursor.pending[key]  # failed again (or left the horizon): judged afresh below
+            failed_again = failed_again or status is Status.FAILED
         elif status is Status.MISSING and now - requested_at > LAUNCH_GRACE_SECONDS:
             del cursor.pending[key]
+    if loaded:
+        cursor.failed_rounds, cursor.retry_at = 0, 0.0
+    elif failed_again:
+        cursor.failed_rounds += 1
+        cursor.retry_at = now + backoff(cursor.failed_rounds)
 
     held = [w.key for w in windows if w.status is Status.FAILED and w.permanent]
     plan.newly_held = [key for key in held if key not in cursor.held]
@@ -156,7 +188,9 @@ def plan_recovery(
     room = max(0, cap - len(cursor.pending))
     plan.waiting = len(candidates)
 
-    if candidates and room:
+    if candidates and room and now < cursor.retry_at:
+        plan.backing_off = cursor.retry_at - now
+    elif candidates and room:
         plan.probe = probe()
         if plan.probe.ok:
             plan.request = candidates[:room]

@@ -109,8 +109,33 @@ def test_a_request_that_never_launched_is_retried_after_the_grace() -> None:
     assert later.request == ["w0"]
 
 
+def test_a_flapping_source_is_retried_with_growing_pauses_until_a_window_loads() -> None:
+    """The probe answers but every requested run fails: no request every minute forever."""
+    probe, cursor, now, waits = Probes(), Cursor(), 0.0, []
+    plan = plan_recovery(cursor, windows(F), cap=5, now=now, probe=probe)
+    for _ in range(9):
+        assert plan.request == ["w0"]
+        waited = 0.0
+        while True:  # the sensor ticks every minute; the requested run fails each time
+            now += 60.0
+            waited += 60.0
+            plan = plan_recovery(plan.cursor, windows(F), cap=5, now=now, probe=probe)
+            if plan.request:
+                break
+            assert "failed again" in plan.describe() and probe.calls == len(waits) + 1
+        waits.append(waited)
+    assert waits == [60, 120, 180, 300, 540, 1020, 1980, 3660, 3660]  # first retry at once
+    assert plan.cursor.failed_rounds == 9
+    now += 60.0
+    plan = plan_recovery(plan.cursor, windows(L), cap=5, now=now, probe=probe)  # it loaded
+    assert plan.cursor.failed_rounds == 0 and plan.recovered == ["w0"]
+    plan = plan_recovery(plan.cursor, windows(M), cap=5, now=now + 60.0, probe=probe)
+    assert plan.request == ["w0"]  # no pause left over
+
+
 def test_cursor_round_trips() -> None:
-    cursor = Cursor(generation=3, pending={"a": 1.5}, loaded=["b"], held=["c"], outage=True)
+    cursor = Cursor(generation=3, pending={"a": 1.5}, loaded=["b"], held=["c"], outage=True,
+                    failed_rounds=2, retry_at=99.5)
     assert Cursor.parse(cursor.dump()) == cursor
     assert Cursor.parse(None) == Cursor()
 
