@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 
 # A requested window that neither shows as in progress nor as done after this long was
@@ -102,12 +102,7 @@ class Cursor:
         )
 
     def dump(self) -> str:
-        return json.dumps(
-            {"generation": self.generation, "pending": self.pending, "loaded": self.loaded,
-             "held": self.held, "outage": self.outage, "failed_rounds": self.failed_rounds,
-             "retry_at": self.retry_at},
-            sort_keys=True,
-        )
+        return json.dumps(asdict(self), sort_keys=True)
 
 
 @dataclass
@@ -152,8 +147,8 @@ def plan_recovery(
 ) -> Plan:
     """Decide this evaluation's requests and alerts; `windows` are the horizon's windows."""
     by_key = {w.key: w for w in windows}
-    cursor = Cursor(cursor.generation, dict(cursor.pending), list(cursor.loaded),
-                    list(cursor.held), cursor.outage, cursor.failed_rounds, cursor.retry_at)
+    cursor = replace(cursor, pending=dict(cursor.pending), loaded=list(cursor.loaded),
+                     held=list(cursor.held))  # the caller's cursor stays as it was
     plan = Plan(cursor=cursor)
 
     failed_again = loaded = False

@@ -74,15 +74,20 @@ def sink(pg_dsn: str, table_name: str) -> TimescaleSink:
     return TimescaleSink(dsn=pg_dsn, table=table_name)
 
 
-def s3_project(tmp_path: Path, sink: TimescaleSink, bucket: Bucket, drop: bool) -> Project:
+def archive_project(tmp_path: Path, sink: TimescaleSink, **archive: Any) -> Project:
+    """An hourly source `plant` with the `archive:` block given."""
     return make_project(tmp_path, {
         "sink": {"dsn": sink.dsn, "table": sink.table},
         "sources": {"plant": {
             "kind": "python", "function": "pull_pipeline_tests.python_sources:fetch_pages",
             "partitions": {"cadence": "hourly", "start": "2024-01-01T00:00:00Z"}}},
-        "archive": {"path": bucket.url("archive"), "s3": bucket.config,
-                    "export_after": "0 days", "drop_after_export": drop},
+        "archive": archive,
     })
+
+
+def s3_project(tmp_path: Path, sink: TimescaleSink, bucket: Bucket, drop: bool) -> Project:
+    return archive_project(tmp_path, sink, path=bucket.url("archive"), s3=bucket.config,
+                           export_after="0 days", drop_after_export=drop)
 
 
 def restore(project: Project, **kwargs: Any) -> dg.ExecuteInProcessResult:
@@ -322,14 +327,8 @@ def test_the_export_sensor_archives_old_windows_oldest_first_one_range_run_at_a_
     tmp_path: Path, sink: TimescaleSink
 ) -> None:
     original = seed(sink, "plant", windows(8))
-    project = make_project(tmp_path, {
-        "sink": {"dsn": sink.dsn, "table": sink.table},
-        "sources": {"plant": {
-            "kind": "python", "function": "pull_pipeline_tests.python_sources:fetch_pages",
-            "partitions": {"cadence": "hourly", "start": "2024-01-01T00:00:00Z"}}},
-        "archive": {"path": str(tmp_path / "archive"), "export_after": "1 day",
-                    "windows_per_run": 5},
-    })
+    project = archive_project(tmp_path, sink, path=str(tmp_path / "archive"),
+                              export_after="1 day", windows_per_run=5)
     now = T0 + timedelta(days=1, hours=8, minutes=30)  # windows 0..7 are a day old, 8 is not
     defs = build_definitions(project, clock=lambda: now)
     sensor = defs.resolve_sensor_def("archive_plant")
@@ -371,13 +370,7 @@ def test_windows_to_export_are_one_unbroken_stretch_and_skip_failed_exports() ->
 
 
 def test_the_export_sensor_is_off_when_auto_export_is(tmp_path: Path, sink: TimescaleSink) -> None:
-    project = make_project(tmp_path, {
-        "sink": {"dsn": sink.dsn, "table": sink.table},
-        "sources": {"plant": {
-            "kind": "python", "function": "pull_pipeline_tests.python_sources:fetch_pages",
-            "partitions": {"cadence": "hourly", "start": "2024-01-01T00:00:00Z"}}},
-        "archive": {"path": str(tmp_path / "archive"), "auto_export": False},
-    })
+    project = archive_project(tmp_path, sink, path=str(tmp_path / "archive"), auto_export=False)
     sensor = build_definitions(project).resolve_sensor_def("archive_plant")
     assert sensor.default_status == dg.DefaultSensorStatus.STOPPED
     with dg.instance_for_test() as instance:

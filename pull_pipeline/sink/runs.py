@@ -50,9 +50,6 @@ class Run:
     values: np.ndarray
     order: np.ndarray
 
-    def __len__(self) -> int:
-        return len(self.order)
-
     @property
     def span(self) -> Span:
         first, last = self.order[0], self.order[-1]  # dropped repeats share kept rows' times
@@ -78,9 +75,9 @@ class RunBuffer:
     def add(self, valid: pd.DataFrame) -> None:
         """Keep a batch's rows (`sensor_tag`, `ts`, `sensor_value`)."""
         tags = pa.array(valid["sensor_tag"], type=pa.large_string())  # Arrow-backed: no copy
+        if isinstance(tags, pa.ChunkedArray):  # one dictionary for the batch, not one a chunk
+            tags = tags.combine_chunks()
         encoded = pc.dictionary_encode(tags)
-        if isinstance(encoded, pa.ChunkedArray):
-            encoded = encoded.combine_chunks()
         local = np.fromiter(
             (self._codes.setdefault(tag, len(self._codes))
              for tag in encoded.dictionary.to_pylist()),

@@ -351,7 +351,8 @@ class WindowLoad:
         """Settle the window's rows (or restore them), then write the rejects."""
         if self.replace_data:
             self._flush()
-        self._buffer.clear()
+        else:  # the window keeps its previous rows: the buffered ones are never sent
+            self._buffer.clear()
         self._settle()
         if not self.replace_data:
             self.conn.execute("ROLLBACK TO SAVEPOINT pp_replace")
