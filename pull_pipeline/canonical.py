@@ -22,6 +22,8 @@ TAG_DTYPE = pd.StringDtype("pyarrow")
 UNIT_NS = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
 _NS_LIMIT = 9.2e18  # beyond int64 nanoseconds: year 2262
 _NAT = np.iinfo("int64").min
+# A time of day (after T or a space) ending in Z or a +hh, +hhmm or +hh:mm offset.
+_ZONED = r"\d[Tt ]\d.*(?:[Zz]|[+-]\d{2}(?::?\d{2})?)\s*$"
 
 
 def parse_instant(text: str) -> datetime:
@@ -74,7 +76,12 @@ def times(column: pa.ChunkedArray, source: SourceBase) -> pd.Series:
 
 def _instants(column: pa.ChunkedArray) -> pd.Series:
     """ISO-8601 text to UTC: Arrow's parser when every value has an offset (or none has one,
-    taken as UTC), pandas' for anything else (date-only, basic format, bad values)."""
+    taken as UTC), pandas' for anything else (date-only, basic format, bad values).
+
+    In the pandas path, values with and without an offset are parsed apart: given both in
+    one call, pandas gives a zone-less value the offset of the value before it, so the same
+    text would load as different instants depending on its neighbours.
+    """
     for target in (pa.timestamp("ns", tz="UTC"), pa.timestamp("ns")):
         try:
             parsed = column.cast(target)
@@ -82,7 +89,15 @@ def _instants(column: pa.ChunkedArray) -> pd.Series:
             continue
         ns = pc.fill_null(parsed.cast(pa.int64()), _NAT).to_numpy(zero_copy_only=False)
         return _utc(ns)
-    return pd.to_datetime(column.to_pandas(), utc=True, errors="coerce", format="ISO8601")
+    text = column.to_pandas()
+    zoned = pc.fill_null(pc.match_substring_regex(column, _ZONED), False).to_numpy(
+        zero_copy_only=False)
+    ns = np.full(len(text), _NAT, dtype="int64")
+    for group in (zoned, ~zoned):
+        if group.any():
+            parsed = pd.to_datetime(text[group], utc=True, errors="coerce", format="ISO8601")
+            ns[group] = parsed.to_numpy(dtype="datetime64[ns]").view("int64")
+    return _utc(ns)
 
 
 def _utc(ns: np.ndarray) -> pd.Series:

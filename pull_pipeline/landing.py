@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -113,6 +114,38 @@ class LandingStore(abc.ABC):
         return int(meta.get(PAGES_KEY, b"0"))
 
 
+def remove_orphans(folder: Path, max_age_s: float = 86_400.0) -> list[Path]:
+    """Delete partial window files whose writer is gone; return what was deleted.
+
+    A writer killed with SIGKILL cannot clean up after itself. Its file is named
+    `.<window>.parquet.<pid>.<random>.tmp`: it is an orphan when that process no longer
+    exists on this machine, or (a file from another machine sharing the folder) after a day.
+    Partial files are never read: only a complete window is renamed into place.
+    """
+    removed = []
+    now = time.time()
+    for path in folder.glob(".*.parquet.*.tmp"):
+        pid = path.name.rsplit(".", 3)[-3]
+        try:
+            orphan = (not _alive(int(pid))) or now - path.stat().st_mtime > max_age_s
+        except (ValueError, FileNotFoundError):  # an older name without pid, or gone already
+            orphan = path.exists() and now - path.stat().st_mtime > max_age_s
+        if orphan:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
 class LocalLanding(LandingStore):
     """A folder on this machine (the default: `.pull_pipeline/landing`)."""
 
@@ -131,7 +164,9 @@ class LocalLanding(LandingStore):
     ) -> Iterator[WindowWriter]:
         final = self.path(source, partition_key)
         final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
+        remove_orphans(final.parent)
+        fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.{os.getpid()}.",
+                                   suffix=".tmp")
         os.close(fd)
         writer = WindowWriter(Path(tmp), schema)
         try:

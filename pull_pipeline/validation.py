@@ -22,6 +22,14 @@ from pandera.typing import Series
 from pull_pipeline.config.models import FieldMap
 
 
+# PostgreSQL caps a B-tree entry of the primary key (source, sensor_tag, ts) at about 2,700
+# bytes; a longer tag would fail the whole load, so it is one reject instead. 1 KiB leaves
+# room for the source name and is far beyond any real tag.
+MAX_TAG_BYTES = 1024
+# How much of a raw value a reason quotes: a 1 MB tag stays whole in raw_row, not in reason.
+_QUOTE_CHARS = 120
+
+
 class CanonicalReading(pa.DataFrameModel):
     """The canonical record every source is mapped to before it may reach the sink."""
 
@@ -44,6 +52,18 @@ class CanonicalReading(pa.DataFrameModel):
             index=tag.index,
         )
 
+    @pa.check("sensor_tag", name="no_nul")
+    def _tag_without_nul(cls, tag: Series[pd.StringDtype]) -> Series[bool]:
+        found = pc.match_substring(pa_arrow.array(tag.array), "\x00")
+        return pd.Series(pc.invert(pc.fill_null(found, False)).to_numpy(zero_copy_only=False),
+                         index=tag.index)
+
+    @pa.check("sensor_tag", name="max_bytes")
+    def _tag_fits_key(cls, tag: Series[pd.StringDtype]) -> Series[bool]:
+        size = pc.binary_length(pa_arrow.array(tag.array))
+        fits = pc.fill_null(pc.less_equal(size, MAX_TAG_BYTES), True)
+        return pd.Series(fits.to_numpy(zero_copy_only=False), index=tag.index)
+
     @pa.check("sensor_value", name="finite")
     def _value_finite(cls, value: Series[float]) -> Series[bool]:
         return pd.Series(np.isfinite(value.to_numpy()), index=value.index)
@@ -59,6 +79,8 @@ _WHY = {
     "not_nullable": "is missing or could not be parsed",
     "not_blank": "is empty",
     "finite": "is NaN or infinite",
+    "no_nul": "contains a NUL character, which PostgreSQL text cannot store",
+    "max_bytes": f"is longer than {MAX_TAG_BYTES} bytes, the most the sink's key can hold",
     "in_window": "is outside the window",
 }
 
@@ -139,10 +161,18 @@ def _reasons(
             why += " as a time (check time_unit)"
         elif check == "not_nullable" and column == "sensor_value":
             why = "is missing or not a number"
-        texts = [f"{name} {why} (got {value!r})" for value in raw_values]
+        texts = [f"{name} {why} (got {_quote(value)})" for value in raw_values]
         parts.append(pd.Series(texts, index=positions))
     joined = pd.concat(parts).groupby(level=0, sort=True).agg("; ".join)
     return joined
+
+
+def _quote(value: object) -> str:
+    """`repr` of a raw value (a NUL shows as \\x00), cut to `_QUOTE_CHARS` characters."""
+    text = repr(value)
+    if len(text) <= _QUOTE_CHARS:
+        return text
+    return f"{text[:_QUOTE_CHARS]}… ({len(text)} characters)"
 
 
 def _no_rejects() -> pd.DataFrame:

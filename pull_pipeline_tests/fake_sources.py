@@ -30,6 +30,8 @@ def fetch(start: datetime, end: datetime, **options: Any) -> list[dict[str, Any]
     CALLS.append((start, end))
     if options.get("fail_with"):
         raise RuntimeError(options["fail_with"])
+    if len(CALLS) <= options.get("fail_first", 0):  # a source that drops its first calls
+        raise ConnectionError("connection reset by peer")
     low, high = start.timestamp(), end.timestamp()
     return [row for row in ROWS if isinstance(row["relative_time"], str)
             or low <= row["relative_time"] < high]

@@ -89,7 +89,7 @@ def test_malformed_rows_are_quarantined_and_the_rest_loads(
     assert len(sink_rows(pg_dsn, table_name)) == 180
     with psycopg.connect(pg_dsn) as conn:
         rejects = conn.execute(
-            f"SELECT partition_key, raw_row->>'sensor_value', reason FROM {table_name}_rejects "
+            f"SELECT partition_key, raw_row::jsonb->>'sensor_value', reason FROM {table_name}_rejects "
             "ORDER BY reason").fetchall()
     assert [r[0] for r in rejects] == ["2024-01-01-00:00"] * 2
     assert "sensor_tag is empty" in rejects[0][2]

@@ -118,7 +118,7 @@ def test_rejects_replace_per_window_and_keep_reason(
         stored = conn.execute(
             f"SELECT source, partition_key, raw_row, reason, run_id FROM {table_name}_rejects"
         ).fetchall()
-    assert stored == [("src", HOUR.key, {"sensor_value": "abc"}, "not a number", "run-1")]
+    assert stored == [("src", HOUR.key, '{"sensor_value": "abc"}', "not a number", "run-1")]
     with sink.load("src", [HOUR], replace_rejects=False) as load:  # as a restore does
         load.stage(frame(3))
     with psycopg.connect(pg_dsn) as conn:

@@ -110,7 +110,9 @@ class SourceBase(Strict):
     freshness: FreshnessConfig | None = None
     recovery: RecoveryConfig = RecoveryConfig()
     concurrency: int = Field(default=1, ge=1)
+    slot_timeout: Duration = timedelta(hours=1)  # longest wait for a free concurrency slot
     retries: RetryConfig = RetryConfig()
+    allow_empty_replace: bool = False  # may a window with 0 rows replace one that has rows?
 
     @field_validator("reference_epoch", mode="before")
     @classmethod
@@ -284,6 +286,10 @@ class SinkConfig(Strict):
     chunk_interval: Duration = timedelta(days=1)
     compress_after: Duration | None = None
     retention: Duration | None = None
+    # Every wait on the sink is bounded: a lock held by another session, a statement that
+    # runs away. Both fail the window as transient, naming the bound.
+    lock_timeout: Duration = timedelta(minutes=1)
+    statement_timeout: Duration = timedelta(minutes=15)
 
     @field_validator("table")
     @classmethod

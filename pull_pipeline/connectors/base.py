@@ -24,6 +24,10 @@ from pull_pipeline.config.models import FieldMap
 class Connector(abc.ABC):
     """Fetch one time window from a source, chunk by chunk, with bounded memory."""
 
+    # True when the connector retries each request itself (REST honours Retry-After page by
+    # page); otherwise a transient failure refetches the whole window (`pipeline.land`).
+    retries_requests: bool = False
+
     def __init__(self, name: str) -> None:
         self.name = name
 

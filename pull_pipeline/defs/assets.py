@@ -115,7 +115,8 @@ def build_source_assets(name: str, source: SourceBase) -> list[dg.AssetsDefiniti
         windows = windows_for(partitions_def, context.partition_keys)
         with failures_named(context, name):
             resolved = resolve_env(source, where=f"source {name!r}")
-            with (sink.source_slot(name, source.concurrency, context.log.info),
+            with (sink.source_slot(name, source.concurrency, context.log.info,
+                                   source.slot_timeout.total_seconds()),
                   make_connector(name, resolved) as connector):
                 stats = land(name, resolved, connector, landing.store(), windows,
                              context.run.run_id, context.log.info)
@@ -181,6 +182,7 @@ def readings_metadata(stats: LoadStats) -> dict[str, Any]:
         "rows_loaded": result.loaded,
         "rows_rejected": result.rejected,
         "rows_deduplicated": result.deduplicated,
+        "rows_replaced": result.previous,  # what the windows held before this load
         "sensors": len(stats.sensors),
         "pages": stats.pages,
         "seconds": round(stats.seconds, 3),

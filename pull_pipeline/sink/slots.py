@@ -17,6 +17,8 @@ from contextlib import contextmanager
 
 import psycopg
 
+from pull_pipeline.errors import TransientSourceError
+
 # Pairs with a hash of the source's name; a hash collision only serialises two sources.
 _KEY = "pull_pipeline:source:{name}"
 
@@ -28,20 +30,29 @@ def source_slot(
     slots: int,
     log: Callable[[str], None],
     poll_seconds: float = 1.0,
+    max_wait: float = 3600.0,
 ) -> Iterator[int]:
     """Hold one of `slots` slots of source `name` for the block; wait while all are taken.
+
+    Waiting is bounded by `max_wait` seconds (the source's `slot_timeout`): past it, a
+    transient `SourceBusy` names the bound, so a run stuck behind a hung one fails and is
+    retried later instead of waiting for ever.
 
     `connect` opens a connection to the sink (autocommit); yields the slot's number. The
     slot is released by closing the connection, which ends its session-level lock even
     when the connection broke during the block.
     """
     with connect(autocommit=True, keepalives=1, keepalives_idle=30) as conn:
-        yield _wait_for_slot(conn, name, slots, log, poll_seconds)
+        yield _wait_for_slot(conn, name, slots, log, poll_seconds, max_wait)
+
+
+class SourceBusy(TransientSourceError):
+    """Every slot of the source stayed taken for longer than its `slot_timeout`."""
 
 
 def _wait_for_slot(
     conn: psycopg.Connection, name: str, slots: int, log: Callable[[str], None],
-    poll_seconds: float,
+    poll_seconds: float, max_wait: float,
 ) -> int:
     key = _KEY.format(name=name)
     started, told = time.monotonic(), False
@@ -52,6 +63,14 @@ def _wait_for_slot(
                 if told:
                     log(f"{name}: got a source slot after {time.monotonic() - started:.1f} s")
                 return slot
+        waited = time.monotonic() - started
+        if waited >= max_wait:
+            raise SourceBusy(
+                f"{name}: waited {waited:.0f} s, longer than slot_timeout ({max_wait:g} s), for "
+                f"one of its {slots} source slot(s) (concurrency: {slots}); other runs of this "
+                "source still hold them (find them in Runs by the tag pull_pipeline/source). "
+                "The window is retried later; raise slot_timeout or concurrency if that is "
+                "expected")
         if not told:
             log(f"{name}: all {slots} source slot(s) are taken by other runs calling this "
                 f"source (concurrency: {slots}); waiting for one")

@@ -13,6 +13,7 @@ import logging
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
@@ -62,14 +63,29 @@ class Window:
 
 @dataclass
 class LoadResult:
+    """What a load did; `add` sums the results of several windows' loads."""
+
     staged: int = 0
     loaded: int = 0
     rejected: int = 0
     replaced: bool = False
+    previous: int = 0  # rows the windows held before (deleted, or kept when not replaced)
+    kept_instead_of_empty: int = 0  # rows kept because the new batch had none
+    delete_seconds: float = 0.0
 
     @property
     def deduplicated(self) -> int:
         return self.staged - self.loaded if self.replaced else 0
+
+    def add(self, other: LoadResult) -> None:
+        """Count another window's load in (rows deduplicated only where it replaced)."""
+        self.staged += other.staged if other.replaced else 0
+        self.loaded += other.loaded
+        self.rejected += other.rejected
+        self.previous += other.previous
+        self.kept_instead_of_empty += other.kept_instead_of_empty
+        self.delete_seconds += other.delete_seconds
+        self.replaced = self.replaced or other.replaced
 
 
 def normalize_dsn(dsn: str) -> str:
@@ -93,6 +109,8 @@ class TimescaleSink(dg.ConfigurableResource):
     chunk_interval: str = "86400 seconds"
     compress_after: str | None = None
     retention: str | None = None
+    lock_timeout: str = "60 seconds"
+    statement_timeout: str = "900 seconds"
     state_dir: str = ".pull_pipeline"
 
     @classmethod
@@ -103,6 +121,8 @@ class TimescaleSink(dg.ConfigurableResource):
             chunk_interval=format_duration(config.chunk_interval),
             compress_after=format_duration(config.compress_after) if config.compress_after else None,
             retention=format_duration(config.retention) if config.retention else None,
+            lock_timeout=format_duration(config.lock_timeout),
+            statement_timeout=format_duration(config.statement_timeout),
             state_dir=str(state_dir),
         )
 
@@ -122,20 +142,28 @@ class TimescaleSink(dg.ConfigurableResource):
 
     def connect(self, dsn: str | None = None, **kwargs: Any) -> psycopg.Connection:
         """A bare connection; a failure to connect becomes a transient `SinkUnavailable`."""
+        dsn = dsn or self.resolved_dsn()
         try:
-            return psycopg.connect(dsn or self.resolved_dsn(), connect_timeout=10,
-                                   application_name="pull_pipeline", **kwargs)
+            return psycopg.connect(dsn, connect_timeout=10, application_name="pull_pipeline",
+                                   options=self._session_options(dsn), **kwargs)
         except psycopg.Error as exc:
             raise SinkUnavailable(
                 f"cannot connect to the sink ({_first_line(exc)}); the previous data is untouched. "
                 "Check sink.dsn / SINK_DSN and that the database is up"
             ) from None
 
+    def _session_options(self, dsn: str) -> str:
+        """libpq `options` bounding every wait of a session, after any the DSN sets itself."""
+        own = psycopg.conninfo.conninfo_to_dict(dsn).get("options") or ""
+        bounds = (f"-c lock_timeout={_millis(self.lock_timeout)} "
+                  f"-c statement_timeout={_millis(self.statement_timeout)}")
+        return f"{own} {bounds}".strip()
+
     def source_slot(
-        self, source: str, slots: int, log: Callable[[str], None]
+        self, source: str, slots: int, log: Callable[[str], None], max_wait: float = 3600.0
     ) -> AbstractContextManager[int]:
         """Hold one of the source's `concurrency:` slots while calling it; see `slots`."""
-        return source_slot(self.connect, source, slots, log)
+        return source_slot(self.connect, source, slots, log, max_wait=max_wait)
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection]:
@@ -173,29 +201,71 @@ class TimescaleSink(dg.ConfigurableResource):
     @contextmanager
     def load(
         self, source: str, windows: Sequence[Window], run_id: str = "", *,
-        replace_rejects: bool = True,
+        replace_rejects: bool = True, allow_empty: bool = False,
     ) -> Iterator[WindowLoad]:
         """Open one transaction that replaces `windows` of `source`; see `WindowLoad`.
 
         `replace_rejects=False` keeps the windows' quarantined rows (a restore from the
         archive brings back loaded rows only, so the rejects of the original pull stay).
         """
+        with self.session() as session, session.load(
+            source, windows, run_id, replace_rejects=replace_rejects, allow_empty=allow_empty
+        ) as load:
+            yield load
+
+    @contextmanager
+    def session(self) -> Iterator[SinkSession]:
+        """One connection for many loads (a ranged run commits window by window on it)."""
         with self.connection() as conn:
-            try:
-                with conn.transaction():
-                    load = WindowLoad(conn, self.names, source, windows, run_id,
-                                      replace_rejects=replace_rejects)
-                    try:
-                        yield load
-                        load.finish()
-                    finally:
-                        load.close()
-            except psycopg.Error as exc:
-                error = SinkUnavailable if _is_transient(exc) else SinkError
-                raise error(
-                    f"{source}: loading {_describe(windows)} failed ({_first_line(exc)}); "
-                    "the transaction was rolled back and the previous rows are intact"
-                ) from None
+            yield SinkSession(conn, self)
+
+
+class SinkSession:
+    """Loads over one open connection, each in a transaction of its own."""
+
+    def __init__(self, conn: psycopg.Connection, sink: TimescaleSink) -> None:
+        self.conn, self.sink = conn, sink
+
+    @contextmanager
+    def load(
+        self, source: str, windows: Sequence[Window], run_id: str = "", *,
+        replace_rejects: bool = True, allow_empty: bool = False,
+    ) -> Iterator[WindowLoad]:
+        """One transaction replacing `windows` of `source`; see `WindowLoad`.
+
+        A window whose new batch has no row while it holds rows keeps them unless
+        `allow_empty` (`LoadResult.kept_instead_of_empty` says how many were kept).
+        """
+        try:
+            with self.conn.transaction():
+                load = WindowLoad(self.conn, self.sink.names, source, windows, run_id,
+                                  replace_rejects=replace_rejects, allow_empty=allow_empty)
+                try:
+                    yield load
+                    load.finish()
+                finally:
+                    load.close()
+        except psycopg.Error as exc:
+            raise sink_error(exc, source, f"loading {_describe(windows)}", self.sink) from None
+
+
+def sink_error(exc: psycopg.Error, source: str, what: str, sink: TimescaleSink) -> SinkError:
+    """The error for a failed statement: which bound was hit, or the database's first line."""
+    if isinstance(exc, psycopg.errors.LockNotAvailable):
+        return SinkUnavailable(
+            f"{source}: {what} waited longer than sink.lock_timeout ({sink.lock_timeout}) for a "
+            f"lock on {sink.table}; another session holds it (see pg_locks). The previous rows "
+            "are intact; retry later or raise sink.lock_timeout")
+    if isinstance(exc, psycopg.errors.QueryCanceled):
+        return SinkUnavailable(
+            f"{source}: {what} ran longer than sink.statement_timeout ({sink.statement_timeout})"
+            "; the transaction was rolled back and the previous rows are intact. Raise "
+            "sink.statement_timeout, or use a shorter partition cadence")
+    error = SinkUnavailable if _is_transient(exc) else SinkError
+    return error(
+        f"{source}: {what} failed ({_first_line(exc)}); "
+        "the transaction was rolled back and the previous rows are intact"
+    )
 
 @dataclass(frozen=True)
 class TableNames:
@@ -218,11 +288,19 @@ class TableNames:
 
     @property
     def rejects(self) -> sql.Composable:
-        return self._ident(f"{self.name}_rejects")
+        return self._ident(self.rejects_name)
+
+    @property
+    def rejects_name(self) -> str:
+        return f"{self.name}_rejects"
 
     @property
     def regclass(self) -> str:
-        return f"{self.schema}.{self.name}" if self.schema else self.name
+        return self.regclass_of(self.name)
+
+    def regclass_of(self, name: str) -> str:
+        """A relation of this table's schema, as text for `::regclass` / `to_regclass`."""
+        return f"{self.schema}.{name}" if self.schema else name
 
 
 class WindowLoad:
@@ -252,11 +330,13 @@ class WindowLoad:
         windows: Sequence[Window],
         run_id: str,
         replace_rejects: bool = True,
+        allow_empty: bool = False,
     ) -> None:
         self.conn, self.names, self.source, self.windows, self.run_id = (
             conn, names, source, list(windows), run_id)
         self.result = LoadResult()
         self.replace_data = True
+        self.allow_empty = allow_empty
         self._direct = _COPY_DIRECT.format(names.table)
         self._spans: list[Span] = []  # the runs so far, to tell which may repeat a key
         self._savepoints = 0
@@ -274,13 +354,20 @@ class WindowLoad:
                     names.rejects),
                 (source, [w.key for w in self.windows]),
             )
+        # A rerun into a compressed chunk decompresses the window's rows; TimescaleDB caps
+        # that at 100k rows per transaction by default, which a day's chunk easily passes.
+        # (A dotted custom setting is accepted, and ignored, by plain PostgreSQL.)
+        conn.execute("SET LOCAL timescaledb.max_tuples_decompressed_per_dml_transaction = 0")
         conn.execute("SAVEPOINT pp_replace")
+        started = time.perf_counter()
         for window in self.windows:
-            conn.execute(
+            deleted = conn.execute(
                 sql.SQL("DELETE FROM {} WHERE source = %s AND ts >= %s AND ts < %s").format(
                     names.table),
                 (source, window.start, window.end),
             )
+            self.result.previous += max(deleted.rowcount, 0)
+        self.result.delete_seconds = time.perf_counter() - started
 
     def stage(self, valid: pd.DataFrame) -> None:
         """Load validated rows (`sensor_tag`, `ts`, `sensor_value`) into the window.
@@ -348,7 +435,16 @@ class WindowLoad:
         self.replace_data = False
 
     def finish(self) -> None:
-        """Settle the window's rows (or restore them), then write the rejects."""
+        """Settle the window's rows (or restore them), then write the rejects.
+
+        A batch without a single valid row never replaces rows the windows held, unless
+        `allow_empty`: a source that keeps less history than a backfill reaches back would
+        otherwise delete good data (the caller reports `kept_instead_of_empty`).
+        """
+        if self.replace_data and not self.result.staged and self.result.previous and (
+                not self.allow_empty):
+            self.replace_data = False
+            self.result.kept_instead_of_empty = self.result.previous
         if self.replace_data:
             self._flush()
         else:  # the window keeps its previous rows: the buffered ones are never sent
@@ -410,6 +506,9 @@ def create_schema(conn: psycopg.Connection, sink: TimescaleSink) -> bool:
     An advisory lock serialises concurrent first runs. Returns True if TimescaleDB is used.
     """
     names = sink.names
+    ready = _schema_in_place(conn, sink)
+    if ready is not None:
+        return ready
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"pull_pipeline:{sink.table}",))
         if names.schema:
@@ -429,10 +528,17 @@ def create_schema(conn: psycopg.Connection, sink: TimescaleSink) -> bool:
                 "CREATE TABLE IF NOT EXISTS {} ("
                 " id bigserial PRIMARY KEY, source text NOT NULL, partition_key text NOT NULL,"
                 " window_start timestamptz NOT NULL, window_end timestamptz NOT NULL,"
-                " raw_row jsonb, reason text NOT NULL, run_id text,"
+                " raw_row text, reason text NOT NULL, run_id text,"
                 " rejected_at timestamptz NOT NULL DEFAULT now())"
             ).format(names.rejects)
         )
+        # raw_row was jsonb before; jsonb cannot hold a NUL (\u0000), and a reject must be
+        # kept exactly as received, so it is the record's JSON text now.
+        conn.execute(sql.SQL(
+            "DO $$ BEGIN IF (SELECT atttypid = 'jsonb'::regtype FROM pg_attribute WHERE "
+            "attrelid = {}::regclass AND attname = 'raw_row') THEN ALTER TABLE {} ALTER COLUMN "
+            "raw_row TYPE text; END IF; END $$").format(
+                sql.Literal(names.regclass_of(names.rejects_name)), names.rejects))
         conn.execute(
             sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (source, partition_key)").format(
                 sql.Identifier(f"{names.name}_rejects_window_idx"), names.rejects)
@@ -448,6 +554,48 @@ def create_schema(conn: psycopg.Connection, sink: TimescaleSink) -> bool:
                 "CREATE INDEX IF NOT EXISTS {} ON {} USING brin (ts) WITH (autosummarize = on)"
             ).format(sql.Identifier(f"{names.name}_ts_brin"), names.table))
     return timescale
+
+
+def _schema_in_place(conn: psycopg.Connection, sink: TimescaleSink) -> bool | None:
+    """Whether TimescaleDB is used, when the schema is complete already; else None.
+
+    Read from the catalogs only, so a process starting next to in-flight loads does not
+    queue behind them: `CREATE INDEX IF NOT EXISTS` takes its table lock before it looks.
+    Hypertable settings and policies are (re)applied only when the schema is incomplete.
+    """
+    names = sink.names
+    row = conn.execute(
+        "SELECT to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL"
+        " AND to_regclass(%s) IS NOT NULL,"
+        " (SELECT atttypid = 'text'::regtype FROM pg_attribute"
+        "   WHERE attrelid = to_regclass(%s) AND attname = 'raw_row'),"
+        " EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'),"
+        " to_regclass(%s) IS NOT NULL",
+        (names.regclass, names.regclass_of(names.rejects_name),
+         names.regclass_of(f"{names.name}_rejects_window_idx"),
+         names.regclass_of(names.rejects_name), names.regclass_of(f"{names.name}_ts_brin")),
+    ).fetchone()
+    conn.rollback()  # end the catalog read's transaction before the next one
+    if not row or not row[0] or not row[1]:
+        return None
+    if row[2]:
+        settled = conn.execute(
+            "SELECT d.time_interval = %s::interval,"
+            " (%s::interval IS NULL) = NOT EXISTS (SELECT 1 FROM timescaledb_information.jobs j"
+            "   WHERE j.hypertable_schema = d.hypertable_schema"
+            "   AND j.hypertable_name = d.hypertable_name AND j.proc_name = 'policy_compression'),"
+            " (%s::interval IS NULL) = NOT EXISTS (SELECT 1 FROM timescaledb_information.jobs j"
+            "   WHERE j.hypertable_schema = d.hypertable_schema"
+            "   AND j.hypertable_name = d.hypertable_name AND j.proc_name = 'policy_retention')"
+            " FROM timescaledb_information.dimensions d"
+            " WHERE d.hypertable_schema = coalesce(%s, current_schema())"
+            " AND d.hypertable_name = %s AND d.column_name = 'ts'",
+            (sink.chunk_interval, sink.compress_after, sink.retention, names.schema,
+             names.name)).fetchone()
+        conn.rollback()
+        if settled and all(settled):
+            return True
+    return False if row[3] else None
 
 
 def _enable_timescale(conn: psycopg.Connection) -> bool:
@@ -506,6 +654,11 @@ def _hypertable(conn: psycopg.Connection, sink: TimescaleSink) -> None:
             "SELECT add_retention_policy(%s::regclass, %s::interval, if_not_exists => TRUE)",
             (regclass, sink.retention),
         )
+
+
+def _millis(interval: str) -> int:
+    """An interval written as "N seconds" (as `format_duration` does) in milliseconds."""
+    return int(float(interval.split()[0]) * 1000)
 
 
 def _is_transient(exc: psycopg.Error) -> bool:

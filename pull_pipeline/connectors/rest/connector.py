@@ -42,6 +42,8 @@ class RestConnector(Connector):
     window with their reason, so a source that ignores the window parameters is visible.
     """
 
+    retries_requests = True
+
     def __init__(self, name: str, source: RestSource) -> None:
         super().__init__(name)
         self.source = source
