@@ -22,6 +22,8 @@ TAG_DTYPE = pd.StringDtype("pyarrow")
 UNIT_NS = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
 _NS_LIMIT = 9.2e18  # beyond int64 nanoseconds: year 2262
 _NAT = np.iinfo("int64").min
+# Numbers as JSON, CSV or SQL render them (Arrow's float parser accepts exactly these).
+_NUMBER = r"^[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?|nan|inf|infinity)$"
 # A time of day (after T or a space) ending in Z or a +hh, +hhmm or +hh:mm offset.
 _ZONED = r"\d[Tt ]\d.*(?:[Zz]|[+-]\d{2}(?::?\d{2})?)\s*$"
 
@@ -43,10 +45,31 @@ def to_canonical(raw: pa.Table, source: SourceBase) -> pd.DataFrame:
 
 
 def _numbers(column: pa.ChunkedArray) -> np.ndarray:
+    """The column as doubles, NaN where a value is not a number.
+
+    Arrow parses numbers correctly rounded; pandas' `to_numeric` does not (it can lose the
+    last digit of a double), so values that are not numbers are nulled out first and Arrow
+    still does the parsing.
+    """
     try:
         return column.cast(pa.float64()).to_numpy(zero_copy_only=False)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return pd.to_numeric(column.to_pandas(), errors="coerce").to_numpy(dtype="float64")
+        pass
+    column = pc.utf8_trim_whitespace(column)  # " 1.5" from a padded CSV is still a number
+    numeric = pc.match_substring_regex(column, _NUMBER, ignore_case=True)
+    kept = pc.if_else(numeric, column, pa.scalar(None, column.type))
+    try:
+        parsed = kept.cast(pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # a form Arrow refuses: slow path
+        return np.array([_number(value) for value in column.to_pylist()], dtype="float64")
+    return pc.fill_null(parsed, np.nan).to_numpy(zero_copy_only=False)
+
+
+def _number(value: str | None) -> float:
+    try:
+        return float(value) if value is not None else np.nan
+    except ValueError:
+        return np.nan
 
 
 def times(column: pa.ChunkedArray, source: SourceBase) -> pd.Series:

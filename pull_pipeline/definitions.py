@@ -13,6 +13,7 @@ from pull_pipeline.defs.assets import build_source_assets
 from pull_pipeline.defs.checks import utc_now
 from pull_pipeline.defs.operations import build_operations
 from pull_pipeline.defs.resources import build_resources
+from pull_pipeline.defs.sink_health import build_sink_health
 
 
 def build_definitions(project: Project, clock: Callable[[], datetime] = utc_now) -> dg.Definitions:
@@ -32,7 +33,8 @@ def build_definitions(project: Project, clock: Callable[[], datetime] = utc_now)
     # Archive: replay_<source> jobs; <source>/archive assets, export_<source> jobs and
     # archive_<source> sensors, restore_<source> jobs.
     return dg.Definitions.merge(core, build_operations(project, clock),
-                                build_archive_and_replay(project, clock))
+                                build_archive_and_replay(project, clock),
+                                build_sink_health(project, clock))
 
 
 @dg.definitions

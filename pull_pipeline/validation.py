@@ -21,7 +21,6 @@ from pandera.typing import Series
 
 from pull_pipeline.config.models import FieldMap
 
-
 # PostgreSQL caps a B-tree entry of the primary key (source, sensor_tag, ts) at about 2,700
 # bytes; a longer tag would fail the whole load, so it is one reject instead. 1 KiB leaves
 # room for the source name and is far beyond any real tag.

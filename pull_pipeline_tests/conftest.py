@@ -1,9 +1,16 @@
-"""Shared fixtures: a throw-away database on the real PostgreSQL, isolated per test run."""
+"""Shared fixtures: a throw-away database on the real PostgreSQL, isolated per test run.
+
+The suite runs on whatever server `PULL_PIPELINE_TEST_DSN` names: plain PostgreSQL, or a
+TimescaleDB server (`make test` runs it on both), where every sink table is a hypertable.
+`python -m pull_pipeline_tests.conftest [--require-timescale] DSN` prints what a server is,
+for `make test`'s headers.
+"""
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 import uuid
 from collections.abc import Iterator
 
@@ -24,9 +31,81 @@ needs_pgserver = pytest.mark.skipif(
 )
 
 
+def where(dsn: str) -> str:
+    """host:port of a DSN, without its credentials (for headers and messages)."""
+    info = psycopg.conninfo.conninfo_to_dict(dsn)
+    return f"{info.get('host') or 'local socket'}:{info.get('port') or 5432}"
+
+
+def timescale_unavailable(dsn: str) -> str | None:
+    """None when the sink will make hypertables on this server, else why not."""
+    try:
+        with psycopg.connect(dsn, connect_timeout=3) as conn:
+            available = conn.execute(
+                "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'").fetchone()
+            preload = conn.execute("SELECT current_setting('shared_preload_libraries')").fetchone()
+    except psycopg.Error as exc:
+        return f"cannot reach {where(dsn)}: {str(exc).strip().splitlines()[0]}"
+    if not available:
+        return "the TimescaleDB extension is not installed on this PostgreSQL"
+    if "timescaledb" not in (preload[0] if preload else ""):
+        return "TimescaleDB is installed but not in shared_preload_libraries"
+    return None
+
+
+def describe_server(dsn: str) -> tuple[str, str | None]:
+    """("TimescaleDB 2.28.3 (PostgreSQL 15.20) at host:port", None), or the plain server's
+    description and why TimescaleDB is not used there."""
+    try:
+        with psycopg.connect(dsn, connect_timeout=3) as conn:
+            version = conn.execute("SHOW server_version").fetchone()[0].split()[0]  # type: ignore[index]
+            row = conn.execute("SELECT default_version FROM pg_available_extensions "
+                               "WHERE name = 'timescaledb'").fetchone()
+    except psycopg.Error as exc:
+        reason = f"cannot reach {where(dsn)}: {str(exc).strip().splitlines()[0]}"
+        return f"an unreachable server at {where(dsn)}", reason
+    reason = timescale_unavailable(dsn)
+    if reason is None and row:
+        return f"TimescaleDB {row[0]} (PostgreSQL {version}) at {where(dsn)}", None
+    return f"plain PostgreSQL {version} at {where(dsn)}", reason
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    described, reason = describe_server(ADMIN_DSN)
+    lines = [f"sink server (PULL_PIPELINE_TEST_DSN): {described}"]
+    if reason is None:
+        lines.append("timescaledb: available and preloaded; every sink table is a hypertable")
+    else:
+        lines.append(f"timescaledb: not used ({reason}); sink tables are plain tables")
+    other = os.environ.get("PULL_PIPELINE_TIMESCALE_DSN")
+    if other and other != ADMIN_DSN:
+        lines.append(f"timescaledb tests (PULL_PIPELINE_TIMESCALE_DSN): {describe_server(other)[0]}")
+    return lines
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """`-q` (as `make test` runs) hides the report header: print the sink server anyway."""
+    config = session.config
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if config.get_verbosity() < 0 and reporter and not hasattr(config, "workerinput"):
+        for line in pytest_report_header(config):
+            reporter.write_line(line)
+
+
+@pytest.fixture(scope="session")
+def sink_has_timescale() -> bool:
+    """Whether the suite's sink tables are hypertables (the test server has TimescaleDB)."""
+    return timescale_unavailable(ADMIN_DSN) is None
+
+
 @pytest.fixture(scope="session")
 def pg_dsn() -> Iterator[str]:
-    """A fresh database on the real server for this test session (dropped afterwards)."""
+    """A fresh database on the real server for this test session (dropped afterwards).
+
+    On a TimescaleDB server the extension is created in it up front, so every test sees the
+    same kind of database whichever test ran first (test_timescale.py covers the sink
+    creating the extension itself).
+    """
     name = f"pp_test_{uuid.uuid4().hex[:10]}"
     try:
         admin = psycopg.connect(ADMIN_DSN, autocommit=True, connect_timeout=5)
@@ -38,6 +117,9 @@ def pg_dsn() -> Iterator[str]:
     with admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     dsn = ADMIN_DSN.rsplit("/", 1)[0] + f"/{name}"
+    if timescale_unavailable(ADMIN_DSN) is None:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
     yield dsn
     with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -47,3 +129,12 @@ def pg_dsn() -> Iterator[str]:
 def table_name() -> str:
     """A sink table name unique to one test, so tests never see each other's rows."""
     return f"readings_{uuid.uuid4().hex[:8]}"
+
+
+if __name__ == "__main__":  # make test: `python -m pull_pipeline_tests.conftest [--require-timescale] DSN`
+    require = sys.argv[1] == "--require-timescale"
+    described, why_not = describe_server(sys.argv[-1])
+    if require and why_not is not None:
+        print(f"{described}: {why_not}")
+        sys.exit(2)
+    print(described)

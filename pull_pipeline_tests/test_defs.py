@@ -27,13 +27,13 @@ def test_demo_definitions_snapshot() -> None:
     ]
     assert sorted(job.name for job in repo.get_all_jobs()) == [
         "__ASSET_JOB", "pull_demo_api", "pull_demo_historian", "replay_demo_api",
-        "replay_demo_historian",
+        "replay_demo_historian", "sink_policies",
     ]
     assert sorted(s.name for s in repo.schedule_defs) == [
         "pull_demo_api_schedule", "pull_demo_historian_schedule"]
     assert sorted(s.name for s in repo.sensor_defs) == [
         "alert_on_run_failure", "apply_pool_limits", "freshness_demo_api", "recover_demo_api",
-        "recover_demo_historian",
+        "recover_demo_historian", "sink_health",
     ]
     # A fresh deployment pulls without clicks.
     assert all(s.default_status == dg.DefaultScheduleStatus.RUNNING for s in repo.schedule_defs)

@@ -182,7 +182,7 @@ def test_the_sink_holds_exactly_the_reference_rows(rows: list[dict[str, Any]], p
     with sink.load("prop", [WINDOW]) as load:
         load.stage(checked.valid)
         load.quarantine(checked.rejects, WINDOW)
-    expected, rejected, deduplicated = reference(rows, "iso8601")
+    expected, rejected, _ = reference(rows, "iso8601")
     with psycopg.connect(pg_dsn) as conn:
         stored = {(tag, ts): value for tag, ts, value in conn.execute(
             f"SELECT sensor_tag, ts, sensor_value FROM {table}").fetchall()}

@@ -2,6 +2,8 @@
 
 Runs against $PULL_PIPELINE_TIMESCALE_DSN (an admin DSN on a server with the extension
 preloaded), else the test server; skips with the reason when TimescaleDB is absent.
+`make test` runs the whole suite a second time with both DSNs on TimescaleDB, so every
+sink behaviour is also tested on a hypertable; the last test here checks that it is.
 """
 
 from __future__ import annotations
@@ -16,30 +18,14 @@ import psycopg
 import pytest
 
 from pull_pipeline.sink.timescale import TimescaleSink, Window
-from pull_pipeline_tests.conftest import ADMIN_DSN
+from pull_pipeline_tests.conftest import ADMIN_DSN, timescale_unavailable
 
 TIMESCALE_ADMIN_DSN = os.environ.get("PULL_PIPELINE_TIMESCALE_DSN", ADMIN_DSN)
 
 
-def _timescale_ready(dsn: str) -> str | None:
-    """None when TimescaleDB can be used on this server, else why not."""
-    try:
-        with psycopg.connect(dsn, connect_timeout=3) as conn:
-            available = conn.execute(
-                "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'").fetchone()
-            preload = conn.execute("SELECT current_setting('shared_preload_libraries')").fetchone()
-    except psycopg.Error as exc:
-        return f"cannot reach {dsn}: {exc}"
-    if not available:
-        return "the TimescaleDB extension is not installed on this PostgreSQL"
-    if "timescaledb" not in (preload[0] if preload else ""):
-        return "TimescaleDB is installed but not in shared_preload_libraries"
-    return None
-
-
 @pytest.fixture(scope="module")
 def timescale_dsn() -> Iterator[str]:
-    reason = _timescale_ready(TIMESCALE_ADMIN_DSN)
+    reason = timescale_unavailable(TIMESCALE_ADMIN_DSN)
     if reason:
         pytest.skip(f"{reason} (set PULL_PIPELINE_TIMESCALE_DSN to a TimescaleDB server)")
     name = f"pp_ts_{uuid.uuid4().hex[:8]}"
@@ -80,3 +66,22 @@ def test_hypertable_with_policies(timescale_dsn: str) -> None:
     assert interval == (timedelta(hours=12),)
     assert {"policy_compression", "policy_retention"} <= jobs
     assert count == (2,)
+
+
+def test_the_suite_sink_is_a_hypertable_exactly_when_the_server_has_timescaledb(
+    pg_dsn: str, table_name: str, sink_has_timescale: bool
+) -> None:
+    """What the TimescaleDB pass of `make test` relies on: the sink tables of every other test
+    (on `pg_dsn`) are hypertables there, and plain tables (with their BRIN index) elsewhere."""
+    sink = TimescaleSink(dsn=pg_dsn, table=table_name)
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    with sink.load("src", [Window("2024-01-01", start, start + timedelta(days=1))]) as load:
+        load.stage(pd.DataFrame({"sensor_tag": ["a"], "ts": pd.to_datetime([start], utc=True),
+                                 "sensor_value": [1.0]}))
+    with psycopg.connect(pg_dsn) as conn:
+        hypertable = sink_has_timescale and conn.execute(
+            "SELECT 1 FROM timescaledb_information.hypertables WHERE hypertable_name = %s",
+            (table_name,)).fetchone() is not None
+        brin = conn.execute("SELECT to_regclass(%s)", (f"{table_name}_ts_brin",)).fetchone()
+    assert hypertable == sink_has_timescale
+    assert (brin != (None,)) == (not sink_has_timescale)

@@ -49,7 +49,7 @@ class BodyServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            def do_GET(self) -> None:
                 start = self.path.partition("start=")[2].partition("&")[0]
                 body = server.bodies.get(start, server.default).encode()
                 self.send_response(200)
@@ -129,11 +129,11 @@ def test_booleans_and_non_finite_literals_are_rejects_and_the_rest_loads(
 ) -> None:
     good = [{"sensor_tag": f"s{i}", "relative_time": epoch(1, i), "sensor_value": i + 0.5}
             for i in range(20)]
-    bad = ('{"sensor_tag": "flag", "relative_time": %d, "sensor_value": true},'
-           '{"sensor_tag": "nan", "relative_time": %d, "sensor_value": NaN},'
-           '{"sensor_tag": "inf", "relative_time": %d, "sensor_value": Infinity},'
-           '{"sensor_tag": "big", "relative_time": %d, "sensor_value": 1e309}'
-           % ((epoch(2),) * 4))
+    at = epoch(2)
+    bad = (f'{{"sensor_tag": "flag", "relative_time": {at}, "sensor_value": true}},'
+           f'{{"sensor_tag": "nan", "relative_time": {at}, "sensor_value": NaN}},'
+           f'{{"sensor_tag": "inf", "relative_time": {at}, "sensor_value": Infinity}},'
+           f'{{"sensor_tag": "big", "relative_time": {at}, "sensor_value": 1e309}}')
     api.default = "[" + json.dumps(good)[1:-1] + "," + bad + "]"
     project = rest_project(tmp_path, api, pg_dsn, table_name, max_reject_ratio=0.5)
     result = run_source(project, "plant", DAY)

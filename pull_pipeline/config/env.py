@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from pull_pipeline.errors import ConfigError
 from pull_pipeline.redaction import register_if_sensitive, register_secret
@@ -25,7 +25,18 @@ def resolve_env(model: M, where: str, environ: Mapping[str, str] | None = None) 
     """Return a copy of `model` with every `${NAME}` replaced from the environment."""
     env = os.environ if environ is None else environ
     data = _substitute(model.model_dump(), where, env, key="")
-    return type(model).model_validate(data)
+    try:
+        return type(model).model_validate(data)
+    except ValidationError as exc:
+        # The value came from the environment: name the key and what is wrong, never the
+        # value (pydantic's own text quotes it, and it may be a secret).
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or 'value'}: {error['msg']}"
+            for error in exc.errors(include_input=False, include_url=False))
+        problem = ConfigError(
+            f"{where}: after filling ${{NAME}} placeholders from the environment the config is "
+            f"invalid ({problems}); fix the environment variable behind that key")
+    raise problem
 
 
 def resolve_text(

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 from pull_pipeline.config.env import PLACEHOLDER
 from pull_pipeline.config.models import PipelineConfig
 from pull_pipeline.errors import ConfigError
+from pull_pipeline.redaction import is_sensitive_key
 
 CONFIG_ENV = "PULL_PIPELINE_CONFIG"
 STATE_ENV = "PULL_PIPELINE_HOME"
@@ -123,7 +124,7 @@ def _describe(error: dict[str, Any], raw: dict[str, Any]) -> str:
         disc = str(error.get("ctx", {}).get("discriminator", "type")).strip("'")
         return f"{prefix}{where}: needs a {disc!r} key"
     message = str(error["msg"]).removeprefix("Value error, ")
-    return f"{prefix}{where}: {message} (got {_short(error.get('input'))})"
+    return f"{prefix}{where}: {message}{_got(shown, error.get('input'))}"
 
 
 def _walk(loc: tuple[Any, ...]) -> tuple[list[str], list[Any]]:
@@ -182,6 +183,17 @@ def _tagged_member(union: Any, tag: Any) -> Any:
             if field is not None and tag in get_args(field.annotation):
                 return member
     return None
+
+
+def _got(shown: list[str], value: Any) -> str:
+    """` (got <value>)`, except for a whole block or a credential's value.
+
+    A block's text can hold credentials written in the file, which nothing has registered
+    for redaction yet, and this message is shown wherever the code location fails to load.
+    """
+    if isinstance(value, dict | list) or any(is_sensitive_key(p) or p == "auth" for p in shown):
+        return ""
+    return f" (got {_short(value)})"
 
 
 def _short(value: Any) -> str:

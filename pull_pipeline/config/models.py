@@ -11,12 +11,33 @@ import re
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from pull_pipeline.durations import parse_duration
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
-SOURCE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+SOURCE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Dagster allows 63 characters in a tag value, and every asset and run of a source carries
+# its name in the `pull_pipeline/source` tag. (Job, schedule, sensor and pool names made from
+# it, such as `pull_<source>_schedule` or `pull_pipeline_<source>`, have no length limit.)
+MAX_SOURCE_NAME = 63
+# PostgreSQL keeps 63 bytes of an identifier (NAMEDATALEN - 1) and silently cuts the rest, so
+# every name the sink derives from the table's must fit: `<table>_rejects`, `_rejects_pkey`,
+# `_rejects_id_seq`, `_rejects_window_idx`, `_pkey`, `_ts_brin`, `_ts_idx` (TimescaleDB) and
+# `<table>_rollup_<label>` with its `_pkey`, the longest (`_rollup_10079min_pkey`, 21).
+# Suffixes get 23 characters: a new derived name must fit in them, since lowering
+# MAX_TABLE_NAME would reject tables that exist.
+MAX_IDENTIFIER = 63
+TABLE_SUFFIX_ROOM = 23
+MAX_TABLE_NAME = MAX_IDENTIFIER - TABLE_SUFFIX_ROOM
 
 
 class Strict(BaseModel):
@@ -92,6 +113,8 @@ class RetryConfig(Strict):
     attempts: int = Field(default=5, ge=1, le=50)
     backoff: Duration = timedelta(seconds=1)
     max_backoff: Duration = timedelta(seconds=60)
+    # REST: the longest Retry-After honoured; a server asking for more fails the window at once.
+    max_retry_after: Duration = timedelta(minutes=5)
 
 
 class SourceBase(Strict):
@@ -218,12 +241,66 @@ class RestSource(SourceBase):
     records_path: str | None = None  # None: a top-level list, or an object's only list field
     max_requests_per_second: float | None = Field(default=None, gt=0)
     max_pages: int = Field(default=100_000, ge=1)
-    timeout: Duration = timedelta(seconds=30)
+    timeout: Duration = timedelta(seconds=30)  # the longest wait for a connection or any read
+    request_deadline: Duration = timedelta(minutes=2)  # one request: connect, headers, body
+    window_deadline: Duration = timedelta(minutes=30)  # one window: all its pages and retries
+    max_response_bytes: int = Field(default=256 * 1024 * 1024, ge=1)  # after decompression
     proxy: str | None = None
     tls: TlsConfig = TlsConfig()
 
+    @field_validator("timeout", "request_deadline", "window_deadline")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be longer than 0 s")
+        return value
+
 
 # --- SQL -------------------------------------------------------------------------------------
+
+SINGLE_SELECT = "the query must be a single SELECT that only reads"
+# What can hide a `;`: comments, quoted text, PostgreSQL E'' strings and $tag$ bodies; MySQL
+# also has # comments and backslash escapes. Words are matched whole, so `a$b$` is no $ quote.
+_SQL_BLANK = r"\s+|--[^\n]*|/\*.*?\*/"
+_SQL_REST = r"\w[\w$]*|(?P<end>;)|."
+_SQL_LEXEMES = {
+    False: re.compile(
+        rf"(?P<blank>{_SQL_BLANK})|[Ee]'(?:''|\\.|[^'\\])*'"
+        r"|\$(?P<tag>(?:[A-Za-z_]\w*)?)\$.*?\$(?P=tag)\$"
+        rf"""|'(?:''|[^'])*'|"(?:""|[^"])*"|`[^`]*`|{_SQL_REST}""",
+        re.DOTALL,
+    ),
+    True: re.compile(
+        rf"(?P<blank>{_SQL_BLANK}|#[^\n]*)"
+        rf"""|'(?:''|\\.|[^'\\])*'|"(?:""|\\.|[^"\\])*"|`[^`]*`|{_SQL_REST}""",
+        re.DOTALL,
+    ),
+}
+
+
+def single_sql_statement(query: str, mysql: bool) -> str:
+    """The one statement of `query`, without a trailing `;`; ValueError if it holds more.
+
+    An early, readable check only: the SQL connector also has the database (or a driver that
+    sends one statement per call) refuse a second statement, whatever the text.
+    """
+    statements: list[str] = []
+    start, content = 0, False
+    for match in _SQL_LEXEMES[mysql].finditer(query):
+        if match["end"]:
+            if content:
+                statements.append(query[start:match.start()].strip())
+            start, content = match.end(), False
+        elif not match["blank"]:
+            content = True
+    if content:
+        statements.append(query[start:].strip())
+    if len(statements) > 1:
+        raise ValueError(
+            f"{SINGLE_SELECT}: found {len(statements)} statements separated by ';' (the "
+            f"second begins {statements[1][:40]!r}); remove the ';' and what follows it"
+        )
+    return statements[0] if statements else ""
 
 
 class SqlSource(SourceBase):
@@ -234,6 +311,9 @@ class SqlSource(SourceBase):
     query: str
     chunk_size: int = Field(default=50_000, ge=1)
     connect_args: dict[str, Any] = {}
+    # Every wait on the source is bounded, so a locked table cannot hang a run forever.
+    statement_timeout: Duration = timedelta(minutes=10)
+    lock_timeout: Duration = timedelta(seconds=30)
 
     @field_validator("query")
     @classmethod
@@ -243,6 +323,20 @@ class SqlSource(SourceBase):
             raise ValueError(
                 f"the query must bind the window with :start and :end (missing {', '.join(missing)})"
             )
+        return value
+
+    @field_validator("query")
+    @classmethod
+    def _one_statement(cls, value: str, info: ValidationInfo) -> str:
+        url = str(info.data.get("url", ""))
+        single_sql_statement(value, mysql=url.startswith(("mysql", "mariadb")))
+        return value
+
+    @field_validator("statement_timeout", "lock_timeout")
+    @classmethod
+    def _bounded(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be longer than 0 (it bounds a wait on the source)")
         return value
 
 
@@ -288,14 +382,38 @@ class SinkConfig(Strict):
     retention: Duration | None = None
     # Every wait on the sink is bounded: a lock held by another session, a statement that
     # runs away. Both fail the window as transient, naming the bound.
+    # Per-sensor aggregates per bucket for dashboards, e.g. [1 hour, 1 day] (see sink/rollups).
+    rollups: list[Duration] = []
+    # Run failing or overdue TimescaleDB policy jobs from the sink_health sensor (run_job).
+    repair_policies: bool = True
     lock_timeout: Duration = timedelta(minutes=1)
+
+    @field_validator("rollups")
+    @classmethod
+    def _rollup_widths(cls, value: list[timedelta]) -> list[timedelta]:
+        for width in value:
+            if width <= timedelta(0) or width > timedelta(days=7) or width % timedelta(seconds=1):
+                raise ValueError(f"rollup width {width} must be whole seconds, from 1s to 7 days")
+        if len(set(value)) != len(value):
+            raise ValueError("rollups lists a width twice")
+        return value
     statement_timeout: Duration = timedelta(minutes=15)
 
     @field_validator("table")
     @classmethod
     def _identifier(cls, value: str) -> str:
-        if not re.match(r"^([A-Za-z_][A-Za-z0-9_]*\.)?[A-Za-z_][A-Za-z0-9_]*$", value):
+        if not re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*\.)?[A-Za-z_][A-Za-z0-9_]*", value):
             raise ValueError("table must be a name such as sensor_readings or metrics.sensor_readings")
+        schema, _, name = value.rpartition(".")
+        if len(name) > MAX_TABLE_NAME:
+            raise ValueError(
+                f"table name {name!r} is {len(name)} characters long; at most {MAX_TABLE_NAME} "
+                "are allowed, so that the names derived from it, such as <table>_rejects_window_idx "
+                f"and <table>_rollup_<width>_pkey, fit PostgreSQL's {MAX_IDENTIFIER}-character limit"
+            )
+        if len(schema) > MAX_IDENTIFIER:
+            raise ValueError(f"schema name {schema!r} is {len(schema)} characters long; "
+                             f"PostgreSQL allows at most {MAX_IDENTIFIER}")
         return value
 
 
@@ -352,9 +470,15 @@ class PipelineConfig(Strict):
     @classmethod
     def _names(cls, value: dict[str, Any]) -> dict[str, Any]:
         for name in value:
-            if not SOURCE_NAME.match(name):
+            if not SOURCE_NAME.fullmatch(name):
                 raise ValueError(
                     f"source name {name!r} must be letters, digits and underscores "
                     "(it becomes the asset key prefix and part of job names)"
+                )
+            if len(name) > MAX_SOURCE_NAME:
+                raise ValueError(
+                    f"source {name!r}: the name is {len(name)} characters long; at most "
+                    f"{MAX_SOURCE_NAME} are allowed (Dagster's limit for a tag value, and "
+                    "runs carry the name in the pull_pipeline/source tag)"
                 )
         return value

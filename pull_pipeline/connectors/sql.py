@@ -12,11 +12,29 @@ Binding rule. The query binds the window as `:start` (included) and `:end` (excl
 Write `CAST(:start AS timestamptz)` rather than `:start::timestamptz`: SQLAlchemy does not
 see a placeholder glued to `::`, and the query is refused with that hint.
 
-Read-only. Every pull runs in a transaction the database itself keeps read-only
-(PostgreSQL `SET TRANSACTION READ ONLY`, SQLite `PRAGMA query_only`, MySQL/MariaDB
-`SET SESSION TRANSACTION READ ONLY`) and that is never committed. On PostgreSQL the session
-also runs in UTC, so `timestamp without time zone` columns compare and map as UTC, as naive
-values do everywhere else in the pipeline.
+Never a write. The configured query can change nothing, whatever its text:
+
+- One statement. A second statement is refused when the config loads and again when the
+  connector is built (`single_sql_statement`), and, exactly, by the database or driver: on
+  PostgreSQL the server parses the whole COPY text as one command (Parse message, extended
+  protocol) before it runs over the simple protocol, which would run every statement in it;
+  sqlite3 runs one statement per call; pymysql connects without CLIENT_MULTI_STATEMENTS, so
+  the server refuses a second one. Other drivers (psycopg2, mysqlclient) may send several
+  statements in one call, so with them the query may hold no `;` at all.
+- A read-only session. PostgreSQL connects with `-c default_transaction_read_only=on` (so
+  even a transaction opened after a COMMIT could not write) and runs `SET TRANSACTION READ
+  ONLY`; SQLite `PRAGMA query_only`; MySQL/MariaDB `SET SESSION TRANSACTION READ ONLY`.
+  Nothing is ever committed.
+
+Bounded waits. `lock_timeout` bounds a wait for a lock another session holds (PostgreSQL
+`lock_timeout`, MySQL/MariaDB `lock_wait_timeout` and `innodb_lock_wait_timeout` in whole
+seconds, SQLite `busy_timeout`); `statement_timeout` bounds the query (PostgreSQL
+`statement_timeout`, MariaDB `max_statement_time`, MySQL `max_execution_time`, SQLite a
+progress handler). The query streams its rows while they are loaded, so the statement bound
+covers the whole pull. Hitting either is a TransientSourceError naming the bound.
+
+On PostgreSQL the session also runs in UTC, so `timestamp without time zone` columns compare
+and map as UTC, as naive values do everywhere else in the pipeline.
 
 Streaming. Rows come through a server-side cursor, `chunk_size` rows per raw batch. On
 PostgreSQL with psycopg 3 the query runs as `COPY (query) TO STDOUT (FORMAT csv)` instead
@@ -29,8 +47,9 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import re
-import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -40,12 +59,13 @@ from typing import Any
 import psycopg
 import pyarrow as pa
 import pyarrow.csv as pacsv
-from sqlalchemy import URL, Connection, create_engine, make_url, text
+from psycopg import pq
+from sqlalchemy import URL, Connection, Dialect, create_engine, event, make_url, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.pool import NullPool
 
 from pull_pipeline.canonical import UNIT_NS, parse_instant
-from pull_pipeline.config.models import SqlSource
+from pull_pipeline.config.models import SINGLE_SELECT, SqlSource, single_sql_statement
 from pull_pipeline.connectors.base import Connector, raw_schema, to_text_array
 from pull_pipeline.errors import (
     ConfigError,
@@ -54,22 +74,28 @@ from pull_pipeline.errors import (
     TransientSourceError,
     first_line,
 )
-from pull_pipeline.redaction import redact, register_secret
+from pull_pipeline.redaction import register_secret
 
 logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 10
-# Statements that open each pull's transaction: read-only first, so nothing can write.
-_SESSION = {
-    "postgresql": (
-        "SET TRANSACTION READ ONLY",
-        "SET LOCAL TimeZone = 'UTC'",
-        "SET LOCAL DateStyle = 'ISO'",
-    ),
-    "sqlite": ("PRAGMA query_only = ON",),
-    "mysql": ("SET SESSION TRANSACTION READ ONLY",),
-    "mariadb": ("SET SESSION TRANSACTION READ ONLY",),
-}
+_READ_ONLY_BACKENDS = {"postgresql", "sqlite", "mysql", "mariadb"}
+_PG_READ_ONLY = "-c default_transaction_read_only=on"
+# Drivers that send one statement per call (see the module docstring); others may send more.
+_ONE_STATEMENT_DRIVERS = {"psycopg", "pysqlite", "pymysql"}
+_MULTI_STATEMENTS = 1 << 16  # MySQL protocol capability CLIENT_MULTI_STATEMENTS
+# Error codes as `_code` spells them: SQLSTATE, mysql:<errno>, sqlite:<primary result code>.
+_LOCK_WAIT = {"55P03", "mysql:1205", "sqlite:5", "sqlite:6"}
+_TOO_LONG = {"mysql:1969", "mysql:3024", "sqlite:9"}  # and 57014 naming the statement timeout
+_WRITE_REFUSED = {"25006", "mysql:1792", "sqlite:8"}
+_SYNTAX_ERROR = {"42601", "mysql:1064"}  # with a ';' in the query: a second statement
+# A second statement (PostgreSQL Parse, sqlite3), or a write psycopg2's DECLARE CURSOR refuses.
+_NOT_ONE_READ = re.compile(r"multiple commands|one statement at a time|data-modifying")
+_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_URL_FIX = (
+    "percent-encode special characters in the password (% as %25, @ as %40, / as %2F, "
+    "a space as %20), or use the username/password keys"
+)
 _CREDENTIALS = re.compile(
     r"authentication failed|no password supplied|no pg_hba\.conf entry"
     r"|role \S+ does not exist|access denied",
@@ -88,12 +114,12 @@ class SqlConnector(Connector):
         """`source` must have its `${NAME}` placeholders resolved already."""
         super().__init__(name)
         self.source = source
-        self._query = _checked_query(name, source.query)
         url = _engine_url(name, source)
+        self._query = _checked_query(name, source.query, url)
         self._copy = url.get_backend_name() == "postgresql" and url.get_driver_name() == "psycopg"
         if url.get_backend_name() == "sqlite":
             _require_sqlite_file(name, url)
-        elif url.get_backend_name() not in _SESSION:
+        elif url.get_backend_name() not in _READ_ONLY_BACKENDS:
             logger.warning(
                 "sql source %r: %s cannot be made read-only by pull_pipeline; pulls are never "
                 "committed, but use a read-only account", name, url.get_backend_name(),
@@ -107,6 +133,8 @@ class SqlConnector(Connector):
                 f"sql source {name!r}: cannot use {url.drivername!r} ({exc}); "
                 "install its driver or fix the url"
             ) from None
+        if url.get_driver_name() == "pymysql":
+            event.listen(self._engine, "do_connect", _one_statement_per_query)
 
     def fetch(self, start: datetime, end: datetime) -> Iterator[pa.Table]:
         """Yield the rows of `[start, end)`, at most `chunk_size` per table (none if empty)."""
@@ -141,10 +169,14 @@ class SqlConnector(Connector):
 
     @contextmanager
     def _session(self) -> Iterator[Connection]:
-        """A connection inside a read-only transaction; closing it rolls back, never commits."""
+        """A connection inside a read-only, bounded transaction; closing it rolls back."""
         with self._engine.connect() as conn:
-            for statement in _SESSION.get(conn.dialect.name, ()):
+            for statement in _session_statements(conn.dialect, self.source):
                 conn.exec_driver_sql(statement)
+            if conn.dialect.name == "sqlite":  # SQLite has no statement timeout of its own
+                deadline = time.monotonic() + self.source.statement_timeout.total_seconds()
+                raw = conn.connection.driver_connection
+                raw.set_progress_handler(lambda: time.monotonic() > deadline, 10_000)
             yield conn
 
     def _window(self, start: datetime, end: datetime) -> dict[str, Any]:
@@ -185,6 +217,7 @@ class SqlConnector(Connector):
         with psycopg.ClientCursor(raw) as client:
             query = client.mogrify(compiled, params)
         statement = f"COPY (\n{query}\n) TO STDOUT (FORMAT csv, HEADER, ENCODING 'UTF8')"
+        _parse_as_one_command(raw, statement)
         with raw.cursor() as cursor, cursor.copy(statement) as copy:
             read = copy.read
             header = next(csv.reader([bytes(read()).decode()]))
@@ -224,7 +257,29 @@ class SqlConnector(Connector):
         orig = getattr(exc, "orig", None) or exc
         detail = first_line(orig)
         sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None) or ""
+        code = _code(orig) or sqlstate
         where = f"sql source {self.name!r}"
+        if code in _LOCK_WAIT:
+            return TransientSourceError(
+                f"{where}: the query waited longer than lock_timeout="
+                f"{_shown(self.source.lock_timeout)} for a lock on the source; another session "
+                f"holds a lock — raise lock_timeout or retry later ({detail})"
+            )
+        if code in _TOO_LONG or (code == "57014" and "statement timeout" in detail):
+            return TransientSourceError(
+                f"{where}: the query ran longer than statement_timeout="
+                f"{_shown(self.source.statement_timeout)} and was cancelled — make it cheaper "
+                f"(an index on the time column, a shorter cadence) or raise statement_timeout "
+                f"({detail})"
+            )
+        if (
+            code in _WRITE_REFUSED
+            or _NOT_ONE_READ.search(detail)
+            or (code in _SYNTAX_ERROR and ";" in self._query)
+        ):
+            return PermanentSourceError(
+                f"{where}: {SINGLE_SELECT}; the database refused it: {detail}"
+            )
         if sqlstate.startswith("28") or _CREDENTIALS.search(detail):
             return PermanentSourceError(
                 f"{where}: credentials refused by the database ({detail}); "
@@ -240,14 +295,23 @@ class SqlConnector(Connector):
 
 
 def _engine_url(name: str, source: SqlSource) -> URL:
-    """The SQLAlchemy URL: plain postgresql:// goes to psycopg 3; username/password override."""
+    """The SQLAlchemy URL: plain postgresql:// goes to psycopg 3; username/password override.
+
+    A URL that does not parse is never quoted back, nor is the parser's message: either may
+    hold part of a password that was not percent-encoded.
+    """
+    where = f"sql source {name!r}: url"
+    if _BAD_PERCENT.search(source.url):
+        raise ConfigError(f"{where} has a '%' that starts no percent-encoded character; {_URL_FIX}")
     try:
         url = make_url(source.url)
-    except sa_exc.ArgumentError:
+    except (sa_exc.ArgumentError, ValueError):
         raise ConfigError(
-            f"sql source {name!r}: url {redact(source.url)!r} is not a database URL "
-            "(expected e.g. postgresql://user@host:5432/db or sqlite:///path/to/file.db)"
+            f"{where} is not a database URL such as postgresql://user@host:5432/db or "
+            f"sqlite:///path/to/file.db; {_URL_FIX}"
         ) from None
+    if "@" in (url.host or ""):  # a raw @ in the password: the rest of it became the host
+        raise ConfigError(f"{where} has more than one '@' before the host; {_URL_FIX}")
     if url.drivername in ("postgresql", "postgres"):
         url = url.set(drivername="postgresql+psycopg")
     if source.username is not None:
@@ -259,7 +323,8 @@ def _engine_url(name: str, source: SqlSource) -> URL:
 
 
 def _connect_args(name: str, url: URL, source: SqlSource) -> dict[str, Any]:
-    """Driver arguments: PostgreSQL gets a connect timeout and names itself to the DBA."""
+    """Driver arguments: PostgreSQL gets a connect timeout, names itself to the DBA and starts
+    every transaction read-only (added to any `options` the url or connect_args give)."""
     args = dict(source.connect_args)
     if url.get_backend_name() == "postgresql":
         for key, value in (
@@ -268,7 +333,65 @@ def _connect_args(name: str, url: URL, source: SqlSource) -> dict[str, Any]:
         ):
             if key not in url.query:
                 args.setdefault(key, value)
+        options = args.get("options") or url.query.get("options") or ""
+        args["options"] = f"{options} {_PG_READ_ONLY}".strip()
     return args
+
+
+def _one_statement_per_query(
+    dialect: Dialect, record: Any, cargs: Any, cparams: dict[str, Any]
+) -> None:
+    """pymysql: never ask for CLIENT_MULTI_STATEMENTS, so the server refuses a second statement."""
+    cparams["client_flag"] = int(cparams.get("client_flag", 0)) & ~_MULTI_STATEMENTS
+
+
+def _session_statements(dialect: Dialect, source: SqlSource) -> list[str]:
+    """What opens each pull's transaction: read-only first, then the bounds on every wait."""
+    statement_s = source.statement_timeout.total_seconds()
+    lock_s = source.lock_timeout.total_seconds()
+    if dialect.name == "postgresql":
+        return [
+            "SET TRANSACTION READ ONLY",
+            f"SET LOCAL statement_timeout = {_ms(statement_s)}",
+            f"SET LOCAL lock_timeout = {_ms(lock_s)}",
+            "SET LOCAL TimeZone = 'UTC'",
+            "SET LOCAL DateStyle = 'ISO'",
+        ]
+    if dialect.name == "sqlite":
+        return ["PRAGMA query_only = ON", f"PRAGMA busy_timeout = {_ms(lock_s)}"]
+    if dialect.name in ("mysql", "mariadb"):
+        limit = (
+            f"max_statement_time = {statement_s}"  # MariaDB: seconds
+            if getattr(dialect, "is_mariadb", False)
+            else f"max_execution_time = {_ms(statement_s)}"  # MySQL: milliseconds
+        )
+        return [
+            "SET SESSION TRANSACTION READ ONLY",
+            f"SET SESSION {limit}",
+            f"SET SESSION lock_wait_timeout = {math.ceil(lock_s)}",
+            f"SET SESSION innodb_lock_wait_timeout = {math.ceil(lock_s)}",
+        ]
+    return []
+
+
+def _ms(seconds: float) -> int:
+    return max(1, math.ceil(seconds * 1000))
+
+
+def _shown(value: timedelta) -> str:
+    return f"{value.total_seconds():g}s"
+
+
+def _parse_as_one_command(raw: psycopg.Connection[Any], statement: str) -> None:
+    """Have the server parse `statement` as exactly one command, running nothing.
+
+    `cursor.copy()` sends its text over the simple query protocol, which runs every statement
+    in it; a Parse message (extended protocol) refuses more than one. Same text, same parser.
+    """
+    encoding = raw.info.encoding
+    result = raw.pgconn.prepare(b"", statement.encode(encoding))
+    if result.status != pq.ExecStatus.COMMAND_OK:
+        raise psycopg.errors.error_from_result(result, encoding=encoding)
 
 
 def _require_sqlite_file(name: str, url: URL) -> None:
@@ -279,9 +402,20 @@ def _require_sqlite_file(name: str, url: URL) -> None:
         raise PermanentSourceError(f"sql source {name!r}: no SQLite database at {database}")
 
 
-def _checked_query(name: str, query: str) -> str:
-    """Strip a trailing `;` and make sure SQLAlchemy sees exactly :start and :end."""
-    query = query.strip().rstrip(";").rstrip()
+def _checked_query(name: str, query: str, url: URL) -> str:
+    """One statement without its trailing `;`, binding exactly :start and :end."""
+    try:
+        query = single_sql_statement(query, mysql=url.get_backend_name() in ("mysql", "mariadb"))
+    except ValueError as exc:
+        raise ConfigError(f"sql source {name!r}: {exc}") from None
+    driver = url.get_driver_name()
+    if driver not in _ONE_STATEMENT_DRIVERS and ";" in query:
+        raise ConfigError(
+            f"sql source {name!r}: {SINGLE_SELECT}, and with the {driver} driver it may hold no "
+            "';', not even in a string or comment: that driver sends text in which the database "
+            "would run a second statement. Write chr(59) for a ';', or use a driver that sends "
+            "one statement per call (postgresql://, mysql+pymysql://, sqlite://)"
+        )
     found = set(text(query).compile().params)
     missing = sorted({"start", "end"} - found)
     extra = sorted(found - {"start", "end"})
@@ -331,6 +465,16 @@ def _parse_csv(data: bytearray, header: list[str], convert: pacsv.ConvertOptions
     )
 
 
+def _code(orig: BaseException) -> str:
+    """mysql:<errno> for MySQL drivers, sqlite:<primary result code> for sqlite3, else ''."""
+    sqlite_code = getattr(orig, "sqlite_errorcode", None)
+    if sqlite_code is not None:
+        return f"sqlite:{sqlite_code & 0xFF}"
+    if orig.args and isinstance(orig.args[0], int):
+        return f"mysql:{orig.args[0]}"
+    return ""
+
+
 def _is_transient(exc: Exception, orig: BaseException, sqlstate: str) -> bool:
     if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
         return True
@@ -338,9 +482,8 @@ def _is_transient(exc: Exception, orig: BaseException, sqlstate: str) -> bool:
         return True
     if sqlstate:
         return sqlstate[:2] in _TRANSIENT_SQLSTATE
-    sqlite_code = getattr(orig, "sqlite_errorcode", None)
-    if sqlite_code is not None:
-        return sqlite_code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    if getattr(orig, "sqlite_errorcode", None) is not None:
+        return False
     # No SQLSTATE from PostgreSQL drivers means the failure came before the server ran SQL.
     return isinstance(exc, (sa_exc.OperationalError, psycopg.OperationalError))
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +32,17 @@ from psycopg import sql
 from pull_pipeline.config.env import resolve_text
 from pull_pipeline.config.models import SinkConfig
 from pull_pipeline.durations import format_duration
-from pull_pipeline.errors import SinkError, SinkUnavailable, first_line
+from pull_pipeline.errors import ConfigError, SinkError, SinkUnavailable, first_line
 from pull_pipeline.redaction import redact, register_secret
+from pull_pipeline.sink import rollups as rollups_mod
 from pull_pipeline.sink.pgcopy import encode_readings, write_binary
+from pull_pipeline.sink.rollups import Rollup
 from pull_pipeline.sink.runs import Run, RunBuffer, Span
 from pull_pipeline.sink.slots import source_slot
 
 log = logging.getLogger("pull_pipeline.sink")
 SINK_DSN_ENV = "SINK_DSN"  # used when sources.yaml sets no sink.dsn
-_schema_ready: set[tuple[str, str]] = set()
+_schema_ready: dict[tuple[str, str], bool] = {}  # (dsn, table) -> uses TimescaleDB
 _schema_lock = threading.Lock()
 _CSV_OPTIONS = pacsv.WriteOptions(include_header=False)
 _SPOOL_BYTES = 8 << 20  # rejects beyond this spill from memory to a temporary file
@@ -109,6 +111,7 @@ class TimescaleSink(dg.ConfigurableResource):
     chunk_interval: str = "86400 seconds"
     compress_after: str | None = None
     retention: str | None = None
+    rollups: list[str] = []  # noqa: RUF012 - pydantic copies defaults; widths, "N seconds"
     lock_timeout: str = "60 seconds"
     statement_timeout: str = "900 seconds"
     state_dir: str = ".pull_pipeline"
@@ -121,6 +124,7 @@ class TimescaleSink(dg.ConfigurableResource):
             chunk_interval=format_duration(config.chunk_interval),
             compress_after=format_duration(config.compress_after) if config.compress_after else None,
             retention=format_duration(config.retention) if config.retention else None,
+            rollups=[format_duration(width) for width in config.rollups],
             lock_timeout=format_duration(config.lock_timeout),
             statement_timeout=format_duration(config.statement_timeout),
             state_dir=str(state_dir),
@@ -137,7 +141,19 @@ class TimescaleSink(dg.ConfigurableResource):
             return embedded_dsn(Path(self.state_dir))
 
         dsn = normalize_dsn(resolve_text(configured, where="sink", key="dsn"))
-        register_secret(psycopg.conninfo.conninfo_to_dict(dsn).get("password"))
+        try:
+            info = psycopg.conninfo.conninfo_to_dict(dsn)
+        except (psycopg.Error, ValueError):  # ValueError: text that is not UTF-8
+            # libpq's message quotes the text near the fault, which is often the password.
+            form = "URL" if "://" in dsn else "keyword string"
+            raise ConfigError(
+                f"sink.dsn (or ${SINK_DSN_ENV}) is not a valid PostgreSQL URL or keyword string "
+                f"(libpq cannot parse it as a {form}; its message is not shown, it quotes the "
+                "DSN); percent-encode special characters in the password, e.g. with python -c "
+                "'import urllib.parse;print(urllib.parse.quote(input(), safe=\"\"))', or, in a "
+                "keyword string, quote a value holding spaces: password='...'"
+            ) from None
+        register_secret(info.get("password"))
         return dsn
 
     def connect(self, dsn: str | None = None, **kwargs: Any) -> psycopg.Connection:
@@ -168,11 +184,16 @@ class TimescaleSink(dg.ConfigurableResource):
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection]:
         """A connection with the schema in place; connection failures become `SinkError`."""
+        with self._opened() as (conn, _):
+            yield conn
+
+    @contextmanager
+    def _opened(self) -> Iterator[tuple[psycopg.Connection, bool]]:
+        """A connection with the schema in place, and whether the table is a hypertable."""
         dsn = self.resolved_dsn()
         conn = self.connect(dsn)
         try:
-            self._ensure_schema(conn, dsn)
-            yield conn
+            yield conn, self._ensure_schema(conn, dsn)
         finally:
             conn.close()
 
@@ -182,19 +203,23 @@ class TimescaleSink(dg.ConfigurableResource):
     def names(self) -> TableNames:
         return TableNames.parse(self.table)
 
-    def _ensure_schema(self, conn: psycopg.Connection, dsn: str) -> None:
+    @property
+    def rollup_list(self) -> list[Rollup]:
+        return [Rollup(timedelta(seconds=_millis(width) / 1000)) for width in self.rollups]
+
+    def _ensure_schema(self, conn: psycopg.Connection, dsn: str) -> bool:
         key = (dsn, self.table)
         with _schema_lock:
             if key in _schema_ready:
-                return
-            timescale = create_schema(conn, self)
-            _schema_ready.add(key)
+                return _schema_ready[key]
+            timescale = _schema_ready[key] = create_schema(conn, self)
         if not timescale:
             log.warning(
                 "TimescaleDB extension not available in this database: %s is a plain "
                 "PostgreSQL table (no hypertable, compression or retention policies)",
                 self.table,
             )
+        return timescale
 
     # --- loads ----------------------------------------------------------------------------------
 
@@ -216,15 +241,15 @@ class TimescaleSink(dg.ConfigurableResource):
     @contextmanager
     def session(self) -> Iterator[SinkSession]:
         """One connection for many loads (a ranged run commits window by window on it)."""
-        with self.connection() as conn:
-            yield SinkSession(conn, self)
+        with self._opened() as (conn, timescale):
+            yield SinkSession(conn, self, timescale)
 
 
 class SinkSession:
     """Loads over one open connection, each in a transaction of its own."""
 
-    def __init__(self, conn: psycopg.Connection, sink: TimescaleSink) -> None:
-        self.conn, self.sink = conn, sink
+    def __init__(self, conn: psycopg.Connection, sink: TimescaleSink, timescale: bool) -> None:
+        self.conn, self.sink, self.timescale = conn, sink, timescale
 
     @contextmanager
     def load(
@@ -236,17 +261,33 @@ class SinkSession:
         A window whose new batch has no row while it holds rows keeps them unless
         `allow_empty` (`LoadResult.kept_instead_of_empty` says how many were kept).
         """
+        rollups = self.sink.rollup_list
         try:
             with self.conn.transaction():
                 load = WindowLoad(self.conn, self.sink.names, source, windows, run_id,
-                                  replace_rejects=replace_rejects, allow_empty=allow_empty)
+                                  replace_rejects=replace_rejects, allow_empty=allow_empty,
+                                  rollups=[] if self.timescale else rollups)
                 try:
                     yield load
                     load.finish()
                 finally:
                     load.close()
+            if load.replace_data and self.timescale and rollups:
+                self._refresh(rollups, windows)
         except psycopg.Error as exc:
             raise sink_error(exc, source, f"loading {_describe(windows)}", self.sink) from None
+
+
+    def _refresh(self, rollups: Sequence[Rollup], windows: Sequence[Window]) -> None:
+        """Re-materialize the continuous aggregates' buckets that `windows` touch."""
+        self.conn.autocommit = True  # a refresh cannot run inside a transaction
+        try:
+            for rollup in rollups:
+                name = self.sink.names.regclass_of(rollup.name(self.sink.names.name))
+                for window in windows:
+                    rollups_mod.refresh(self.conn, name, *rollup.span(window.start, window.end))
+        finally:
+            self.conn.autocommit = False
 
 
 def sink_error(exc: psycopg.Error, source: str, what: str, sink: TimescaleSink) -> SinkError:
@@ -279,16 +320,16 @@ class TableNames:
         schema, _, name = qualified.rpartition(".")
         return cls(schema or None, name)
 
-    def _ident(self, name: str) -> sql.Composable:
+    def ident(self, name: str) -> sql.Composable:
         return sql.Identifier(self.schema, name) if self.schema else sql.Identifier(name)
 
     @property
     def table(self) -> sql.Composable:
-        return self._ident(self.name)
+        return self.ident(self.name)
 
     @property
     def rejects(self) -> sql.Composable:
-        return self._ident(self.rejects_name)
+        return self.ident(self.rejects_name)
 
     @property
     def rejects_name(self) -> str:
@@ -331,9 +372,11 @@ class WindowLoad:
         run_id: str,
         replace_rejects: bool = True,
         allow_empty: bool = False,
+        rollups: Sequence[Rollup] = (),
     ) -> None:
         self.conn, self.names, self.source, self.windows, self.run_id = (
             conn, names, source, list(windows), run_id)
+        self.rollups = rollups  # kept by this load: the plain-PostgreSQL rollup tables
         self.result = LoadResult()
         self.replace_data = True
         self.allow_empty = allow_empty
@@ -464,6 +507,12 @@ class WindowLoad:
             )
             self.result.loaded += cur.rowcount
         self.result.replaced = self.replace_data
+        if self.replace_data:
+            for rollup in self.rollups:
+                target = self.names.ident(rollup.name(self.names.name))
+                for window in self.windows:
+                    rollups_mod.recompute(self.conn, self.names.table, target, rollup.width,
+                                          self.source, *rollup.span(window.start, window.end))
         if self.result.rejected:
             self._rejects.seek(0)
             statement = sql.SQL(
@@ -553,7 +602,37 @@ def create_schema(conn: psycopg.Connection, sink: TimescaleSink) -> bool:
             conn.execute(sql.SQL(
                 "CREATE INDEX IF NOT EXISTS {} ON {} USING brin (ts) WITH (autosummarize = on)"
             ).format(sql.Identifier(f"{names.name}_ts_brin"), names.table))
+        new_aggregates = _create_rollups(conn, sink, timescale)
+    if new_aggregates:  # a new continuous aggregate starts empty: fill it from the history
+        conn.autocommit = True
+        try:
+            for name in new_aggregates:
+                conn.execute("CALL refresh_continuous_aggregate(%s::regclass, NULL, NULL)",
+                             (name,))
+        finally:
+            conn.autocommit = False
     return timescale
+
+
+def _create_rollups(conn: psycopg.Connection, sink: TimescaleSink, timescale: bool) -> list[str]:
+    """Create the configured rollups; return the continuous aggregates made just now.
+
+    A rollup table left from plain PostgreSQL (before the table became a hypertable) holds
+    only derived data: it is dropped and comes back as a continuous aggregate.
+    """
+    names, created = sink.names, []
+    for rollup in sink.rollup_list:
+        name = names.regclass_of(rollup.name(names.name))
+        kind = conn.execute("SELECT relkind FROM pg_class WHERE oid = to_regclass(%s)",
+                            (name,)).fetchone()
+        target = names.ident(rollup.name(names.name))
+        if timescale and kind and kind[0] == "r":
+            conn.execute(sql.SQL("DROP TABLE {}").format(target))
+            kind = None
+        rollups_mod.create(conn, names.table, target, rollup.width, timescale)
+        if timescale and not kind:
+            created.append(name)
+    return created
 
 
 def _schema_in_place(conn: psycopg.Connection, sink: TimescaleSink) -> bool | None:
@@ -570,13 +649,15 @@ def _schema_in_place(conn: psycopg.Connection, sink: TimescaleSink) -> bool | No
         " (SELECT atttypid = 'text'::regtype FROM pg_attribute"
         "   WHERE attrelid = to_regclass(%s) AND attname = 'raw_row'),"
         " EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'),"
-        " to_regclass(%s) IS NOT NULL",
+        " to_regclass(%s) IS NOT NULL,"
+        " (SELECT bool_and(to_regclass(r) IS NOT NULL) FROM unnest(%s::text[]) AS r)",
         (names.regclass, names.regclass_of(names.rejects_name),
          names.regclass_of(f"{names.name}_rejects_window_idx"),
-         names.regclass_of(names.rejects_name), names.regclass_of(f"{names.name}_ts_brin")),
+         names.regclass_of(names.rejects_name), names.regclass_of(f"{names.name}_ts_brin"),
+         [names.regclass_of(r.name(names.name)) for r in sink.rollup_list]),
     ).fetchone()
     conn.rollback()  # end the catalog read's transaction before the next one
-    if not row or not row[0] or not row[1]:
+    if not row or not row[0] or not row[1] or row[4] is False:
         return None
     if row[2]:
         settled = conn.execute(
@@ -593,8 +674,9 @@ def _schema_in_place(conn: psycopg.Connection, sink: TimescaleSink) -> bool | No
             (sink.chunk_interval, sink.compress_after, sink.retention, names.schema,
              names.name)).fetchone()
         conn.rollback()
-        if settled and all(settled):
-            return True
+        # Anything else, a plain table included, goes through the DDL: it converts a table
+        # that started on plain PostgreSQL once TimescaleDB is there (no silent dual mode).
+        return True if settled and all(settled) else None
     return False if row[3] else None
 
 

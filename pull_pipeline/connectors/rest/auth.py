@@ -8,6 +8,7 @@ Adding an auth type is adding a class decorated with `@register("<type>")`.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable, Generator
 from typing import Any
 
@@ -74,4 +75,9 @@ class Basic(httpx.BasicAuth):
 
     def __init__(self, config: BasicAuth) -> None:
         register_secret(config.password)
+        # The header carries base64("user:password"), where the password is not a substring;
+        # a server echoing the header (or a URL-safe copy of it) must not reveal it.
+        pair = f"{config.username}:{config.password}".encode()
+        register_secret(base64.b64encode(pair).decode())
+        register_secret(base64.urlsafe_b64encode(pair).decode())
         super().__init__(config.username, config.password)

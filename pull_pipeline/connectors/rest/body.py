@@ -2,28 +2,46 @@
 
 from __future__ import annotations
 
+import json
+import math
 from typing import Any
 
-import httpx
 import orjson
 
 from pull_pipeline.connectors.base import find_records
-from pull_pipeline.connectors.rest.client import excerpt
+from pull_pipeline.connectors.rest.client import Answer, excerpt
 from pull_pipeline.connectors.rest.paths import MISSING, dig
 from pull_pipeline.errors import PermanentSourceError
 
 
-def parse_json(name: str, response: httpx.Response) -> Any:
-    """The parsed body; a body that is not JSON (an HTML error page, say) is an error."""
+def parse_json(name: str, answer: Answer) -> Any:
+    """The parsed body; a body that is not JSON (an HTML error page, say) is an error.
+
+    orjson first, for speed. A body it refuses goes to the standard library, which also
+    reads the `NaN`, `Infinity` and `-Infinity` literals (Python's `json.dumps` writes them)
+    and numbers beyond a double such as `1e309`: those stay as their text, so their rows
+    land as received and validation rejects them while the rest of the window loads.
+    """
     try:
-        return orjson.loads(response.content)
+        return orjson.loads(answer.content)
     except orjson.JSONDecodeError:
         pass
-    content_type = response.headers.get("content-type") or "none"
+    try:
+        return json.loads(answer.content, parse_constant=str, parse_float=_finite_or_text)
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than Python's stack
+        pass
+    content_type = answer.response.headers.get("content-type") or "none"
+    start = answer.content[:400].decode("utf-8", "replace")
     raise PermanentSourceError(
         f"{name}: the answer is not JSON (content-type {content_type}; it starts with "
-        f"{excerpt(response.text)!r}); check url, and that the source answers JSON"
+        f"{excerpt(start)!r}); check url, and that the source answers JSON"
     )
+
+
+def _finite_or_text(text: str) -> float | str:
+    """A JSON number as a float, or as its text when no double holds it (1e309)."""
+    value = float(text)
+    return value if math.isfinite(value) else text
 
 
 def records_in(name: str, body: Any, path: str | None) -> list[Any]:

@@ -3,7 +3,13 @@
 Status codes are sorted once, here: 401/403/404 and other client errors fail at once with
 a `PermanentSourceError` (retrying cannot fix a bad key or URL); 408, 429, 5xx, connection
 errors and timeouts are retried with exponential backoff and jitter, honouring `Retry-After`,
-and end in a `TransientSourceError` when the attempts run out. Errors are raised outside
+and end in a `TransientSourceError` when the attempts or the window's time run out.
+
+Every answer is bounded: `request_deadline` covers a request's connect, headers and whole
+body, `window_deadline` all pages and retries of a window (`deadline.py` makes both hold for
+every socket operation), and `max_response_bytes` caps a body after decompression. A
+deadline hit is transient (a slow or stuck source may recover); an oversized body is
+permanent (the same request gets the same answer). Errors are raised outside
 the `except` blocks and every message goes through `redact`, so neither the httpx exception
 (whose request holds the URL with its query string) nor a secret reaches a log or an alert.
 """
@@ -12,15 +18,23 @@ from __future__ import annotations
 
 import logging
 import ssl
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 import httpx
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_any,
+)
 from tenacity.wait import wait_base, wait_exponential_jitter
 
 from pull_pipeline.config.models import RestSource, TlsConfig
 from pull_pipeline.connectors.rest.auth import build_auth
+from pull_pipeline.connectors.rest.deadline import Bound, Deadline, bound_sockets
 from pull_pipeline.connectors.rest.pagination import Page
 from pull_pipeline.connectors.rest.ratelimit import limiter_for
 from pull_pipeline.errors import ConfigError, PermanentSourceError, TransientSourceError
@@ -40,6 +54,7 @@ class RedactingFilter(logging.Filter):
 logging.getLogger("httpx").addFilter(RedactingFilter())
 
 DEFAULT_HEADERS = {"Accept": "application/json", "User-Agent": "pull_pipeline"}
+ERROR_EXCERPT_BYTES = 4096  # of a non-2xx body: enough to quote, never the whole of it
 
 
 class RetryableFailure(Exception):
@@ -48,6 +63,18 @@ class RetryableFailure(Exception):
     def __init__(self, description: str, retry_after: float | None = None) -> None:
         super().__init__(redact(description))
         self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A 2xx answer read whole within the source's bounds.
+
+    `response` gives the status, headers, links and request (it is closed); `content` is
+    its body, decompressed.
+    """
+
+    response: httpx.Response
+    content: bytes
 
 
 class RestClient:
@@ -69,11 +96,22 @@ class RestClient:
             verify=ssl_context(name, source.tls),
             follow_redirects=False,
         )
+        self._deadline = Deadline()
+        bound_sockets(self._client, self._deadline)
         rate = source.max_requests_per_second
         self._limiter = limiter_for(name, rate) if rate else None
 
-    def send(self, page: Page, attempts: int | None = None) -> httpx.Response:
-        """Return the 2xx answer to `page`, retrying transient failures up to `attempts` times."""
+    def window(self) -> Bound:
+        """The bound of one window's fetch, from now: its pages and retries must fit in it."""
+        return Bound.starting_now("window_deadline", self.source.window_deadline.total_seconds())
+
+    def send(self, page: Page, window: Bound, attempts: int | None = None) -> Answer:
+        """Return the 2xx answer to `page`, retrying transient failures up to `attempts` times.
+
+        A retry happens only when its wait fits in what is left of `window` and the server
+        asks for no longer than `retries.max_retry_after`; otherwise the window fails at once
+        as transient, for recovery to pull it again later.
+        """
         if self.source.method == "GET":
             # Merged into the URL's own query: httpx's `params=` would drop a next link's query.
             url = httpx.URL(page.url).copy_merge_params(page.params)
@@ -83,42 +121,116 @@ class RestClient:
         retries = self.source.retries
         attempts = attempts or retries.attempts
         retrying = Retrying(
-            stop=stop_after_attempt(attempts),
+            stop=stop_any(stop_after_attempt(attempts), lambda state: self._no_wait(state, window)),
             wait=Backoff(retries.backoff.total_seconds(), retries.max_backoff.total_seconds()),
             retry=retry_if_exception_type(RetryableFailure),
             before_sleep=self._log_retry,
             reraise=True,
         )
+        tried = 0
         try:
             for attempt in retrying:
                 with attempt:
-                    return self._send_once(request)
+                    tried = attempt.retry_state.attempt_number
+                    return self._send_once(request, window)
         except RetryableFailure as failure:
             last = failure
-        raise TransientSourceError(
-            f"{self.name}: no usable answer after {attempts} attempt(s); last: {last}. "
-            "The source may be down or overloaded; the window can be retried later"
-        )
+        raise TransientSourceError(self._given_up(last, tried, attempts, window))
 
     def close(self) -> None:
         self._client.close()
 
-    def _send_once(self, request: httpx.Request) -> httpx.Response:
+    def _no_wait(self, state: RetryCallState, window: Bound) -> bool:
+        """Whether the next wait is longer than the window has left or the server may ask."""
+        failure = state.outcome.exception() if state.outcome else None
+        asked = failure.retry_after if isinstance(failure, RetryableFailure) else None
+        too_long = asked is not None and asked > self.source.retries.max_retry_after.total_seconds()
+        return too_long or state.upcoming_sleep >= window.left()
+
+    def _given_up(
+        self, last: RetryableFailure, tried: int, attempts: int, window: Bound
+    ) -> str:
+        """Why no more attempts are made, and what happens next."""
+        asked, limit = last.retry_after, self.source.retries.max_retry_after.total_seconds()
+        if asked is not None and asked > limit:
+            return (f"{self.name}: the server asked to wait {asked:g} s ({last}, Retry-After), "
+                    f"more than retries.max_retry_after={limit:g}s; not waiting: recovery will "
+                    "retry the window later")
+        if asked and asked >= window.left():
+            return (f"{self.name}: the server asked to wait {asked:g} s ({last}, Retry-After), "
+                    f"more than the {max(window.left(), 0):.0f} s left of {window.describe()}; "
+                    "not waiting: recovery will retry the window later")
+        if tried < attempts:
+            return (f"{self.name}: no usable answer after {tried} attempt(s) within "
+                    f"{window.describe()}; last: {last}. The window can be retried later; if "
+                    "the source is just slow, raise window_deadline for this source, or use a "
+                    "shorter partition cadence")
+        return (f"{self.name}: no usable answer after {tried} attempt(s); last: {last}. "
+                "The source may be down or overloaded; the window can be retried later")
+
+    def _send_once(self, request: httpx.Request, window: Bound) -> Answer:
         if self._limiter is not None:
             self._limiter.try_acquire(self.name, blocking=True)
+        own = Bound.starting_now("request_deadline", self.source.request_deadline.total_seconds())
+        bound = min(own, window, key=lambda b: b.at)
+        self._deadline.at = bound.at
         try:
-            response = self._client.send(request)
+            response = self._client.send(request, stream=True)
+            try:
+                check_status(self.name, response, has_auth=self.source.auth is not None)
+                content = self._body(response)
+            finally:
+                response.close()
         except httpx.TimeoutException as exc:
-            problem: Exception = RetryableFailure(
-                f"timed out after {self.source.timeout.total_seconds():g} s "
-                f"({type(exc).__name__}) at {where(request.url)}"
-            )
+            problem: Exception = self._timed_out(request.url, bound, exc)
         except httpx.RequestError as exc:
             problem = self._transport_problem(request.url, exc)
         else:
-            check_status(self.name, response, has_auth=self.source.auth is not None)
-            return response
+            return Answer(response, content)
+        finally:
+            self._deadline.at = None
         raise problem
+
+    def _body(self, response: httpx.Response) -> bytes:
+        """The decompressed body, refused beyond `max_response_bytes` as the bytes arrive."""
+        cap = self.source.max_response_bytes
+        codings = [c for c in response.headers.get("content-encoding", "").lower().split(",")
+                   if c.strip() not in ("", "identity")]
+        if len(codings) > 1:  # each layer multiplies: one read could inflate past any memory
+            raise PermanentSourceError(
+                f"{self.name}: the answer at {where(response.url)} is compressed "
+                f"{len(codings)} times over (Content-Encoding: "
+                f"{response.headers['content-encoding']}); its size cannot be bounded while "
+                "it is decompressed, so it is refused; ask the source to compress once"
+            )
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+            if size > cap:
+                raise PermanentSourceError(
+                    f"{self.name}: the answer exceeded max_response_bytes={cap} after "
+                    f"decompression at {where(response.url)}; raise max_response_bytes for this "
+                    "source or use a smaller page size"
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _timed_out(
+        self, url: httpx.URL, bound: Bound, exc: httpx.TimeoutException
+    ) -> RetryableFailure:
+        """What a timeout means: one read too slow, or a deadline that ran out."""
+        if bound.left() > 0:
+            return RetryableFailure(
+                f"timed out after {self.source.timeout.total_seconds():g} s "
+                f"({type(exc).__name__}) at {where(url)}"
+            )
+        if bound.key == "window_deadline":  # `_given_up` says what to do
+            return RetryableFailure(f"{bound.describe()} ran out at {where(url)}")
+        return RetryableFailure(
+            f"no complete answer within {bound.describe()} at {where(url)} (raise "
+            "request_deadline for this source, or use a smaller page size)"
+        )
 
     def _transport_problem(self, url: httpx.URL, exc: httpx.RequestError) -> Exception:
         tls = _ssl_cause(exc)
@@ -149,17 +261,20 @@ class RestClient:
 
 
 class Backoff(wait_base):
-    """Exponential backoff with jitter, but never shorter than the server's `Retry-After`."""
+    """Exponential backoff with jitter, but never shorter than the server's `Retry-After`.
+
+    `max_backoff` caps only the backoff: a longer `Retry-After` is waited in full, or, when
+    it is too long (`RestClient._no_wait`), not at all.
+    """
 
     def __init__(self, base: float, cap: float) -> None:
         self._exponential = wait_exponential_jitter(multiplier=base, max=cap, jitter=base)
-        self._cap = cap
 
     def __call__(self, retry_state: RetryCallState) -> float:
         delay = self._exponential(retry_state)
         failure = retry_state.outcome.exception() if retry_state.outcome else None
         if isinstance(failure, RetryableFailure) and failure.retry_after:
-            delay = max(delay, min(failure.retry_after, self._cap))
+            delay = max(delay, failure.retry_after)
         return delay
 
 
@@ -190,7 +305,7 @@ def check_status(name: str, response: httpx.Response, has_auth: bool) -> None:
             "(redirects are not followed, so credentials never go to another host)"
         )
     raise PermanentSourceError(
-        f"{name}: the source rejected the request ({what}): {excerpt(response.text)!r}; "
+        f"{name}: the source rejected the request ({what}): {excerpt(head(response))!r}; "
         "check params, window_params, window_format and pagination"
     )
 
@@ -237,10 +352,22 @@ def where(url: httpx.URL) -> str:
     return f"{url.scheme}://{url.netloc.decode()}{url.path}"
 
 
+def head(response: httpx.Response) -> str:
+    """The start of a streamed body as text (an error page may be huge, or never end)."""
+    data = b""
+    for chunk in response.iter_bytes():
+        data += chunk
+        if len(data) >= ERROR_EXCERPT_BYTES:
+            break
+    return data[:ERROR_EXCERPT_BYTES].decode("utf-8", "replace")
+
+
 def excerpt(text: str, limit: int = 100) -> str:
     """The start of a body, on one line and redacted, to show what the source said."""
-    flat = " ".join(text[: limit * 2].split())
-    return redact(flat[:limit] + ("…" if len(flat) > limit else ""))
+    # Redacted whole first: cutting or folding white space first could split a secret (or
+    # change its spaces) so that the mask no longer matches and its start shows.
+    flat = " ".join(redact(text[:65536]).split())
+    return flat[:limit] + ("…" if len(flat) > limit else "")
 
 
 def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:

@@ -53,6 +53,7 @@ class RestConnector(Connector):
         source = self.source
         paginator = build_paginator(source.pagination, self.name)
         page: Page | None = paginator.first(source.url, self._params(start, end))
+        window = self._client.window()
         pages = 0
         while page is not None:
             if pages == source.max_pages:
@@ -62,25 +63,26 @@ class RestConnector(Connector):
                     "much, raise max_pages for this source in sources.yaml (or use a shorter "
                     "partition cadence), otherwise check the pagination block"
                 )
-            response = self._client.send(page)
+            answer = self._client.send(page, window)
             pages += 1
-            body = parse_json(self.name, response)
+            body = parse_json(self.name, answer)
             records = records_in(self.name, body, source.records_path)
             if records:
                 yield records_to_batch(records, source.fields)
-            page = paginator.next(page, response, body, len(records))
+            page = paginator.next(page, answer, body, len(records))
 
     def probe(self) -> None:
         """Ask once (no retries) for the first page of the last second before now.
 
         Raises what that first page would raise in a fetch: `TransientSourceError` when the
         source is unreachable, times out or answers 408/429/5xx, `PermanentSourceError` for
-        refused credentials (401/403) and other client errors. The body is not read.
+        refused credentials (401/403) and other client errors. The body is read (within
+        `max_response_bytes`) but not parsed.
         """
         end = datetime.now(UTC).replace(microsecond=0)
         paginator = build_paginator(self.source.pagination, self.name)
         page = paginator.first(self.source.url, self._params(end - timedelta(seconds=1), end))
-        self._client.send(page, attempts=1)
+        self._client.send(page, self._client.window(), attempts=1)
 
     def close(self) -> None:
         self._client.close()

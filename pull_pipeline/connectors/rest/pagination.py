@@ -14,7 +14,7 @@ import abc
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -27,6 +27,9 @@ from pull_pipeline.config.models import (
 )
 from pull_pipeline.connectors.rest.paths import MISSING, dig
 from pull_pipeline.errors import PermanentSourceError
+
+if TYPE_CHECKING:  # client.py imports Page from here
+    from pull_pipeline.connectors.rest.client import Answer
 
 Params = dict[str, Any]
 
@@ -54,7 +57,7 @@ class Paginator(abc.ABC):
         return Page(url, params)
 
     @abc.abstractmethod
-    def next(self, page: Page, response: httpx.Response, body: Any, count: int) -> Page | None:
+    def next(self, page: Page, answer: Answer, body: Any, count: int) -> Page | None:
         """The request after `page` (whose answer held `count` records), or None at the end."""
 
     def _loop(self, detail: str) -> PermanentSourceError:
@@ -88,7 +91,7 @@ class Single(Paginator):
 
     config: NoPagination
 
-    def next(self, page: Page, response: httpx.Response, body: Any, count: int) -> Page | None:
+    def next(self, page: Page, answer: Answer, body: Any, count: int) -> Page | None:
         return None
 
 
@@ -120,10 +123,10 @@ class _Numbered(Paginator):
     def first(self, url: str, params: Params) -> Page:
         return self._request(url, params)
 
-    def next(self, page: Page, response: httpx.Response, body: Any, count: int) -> Page | None:
+    def next(self, page: Page, answer: Answer, body: Any, count: int) -> Page | None:
         if count == 0 or (self.config.size_param and count < self.config.size):
             return None
-        digest = hashlib.blake2b(response.content, digest_size=16).digest()
+        digest = hashlib.blake2b(answer.content, digest_size=16).digest()
         if digest == self._previous_digest:
             raise self._loop(
                 f"page {self.config.param}={self._position(self._index)} returned exactly the "
@@ -165,7 +168,7 @@ class Cursor(Paginator):
         super().__init__(config, source)
         self._seen: set[str] = set()
 
-    def next(self, page: Page, response: httpx.Response, body: Any, count: int) -> Page | None:
+    def next(self, page: Page, answer: Answer, body: Any, count: int) -> Page | None:
         cursor = dig(body, self.config.cursor_path)
         if cursor is MISSING or cursor is None or cursor == "":
             return None
@@ -196,9 +199,9 @@ class NextLink(Paginator):
         self._params = params
         return Page(url, params)
 
-    def next(self, page: Page, response: httpx.Response, body: Any, count: int) -> Page | None:
+    def next(self, page: Page, answer: Answer, body: Any, count: int) -> Page | None:
         if self.config.link_path is None:
-            link = response.links.get("next", {}).get("url")
+            link = answer.response.links.get("next", {}).get("url")
         else:
             link = dig(body, self.config.link_path)
         if link is MISSING or not link:
@@ -208,8 +211,8 @@ class NextLink(Paginator):
                 f"{self.source}: the next link at '{self.config.link_path}' is a "
                 f"{type(link).__name__}, not a URL; check pagination.link_path"
             )
-        url = response.request.url.join(link)
-        if _origin(url) != _origin(response.request.url):
+        url = answer.response.request.url.join(link)
+        if _origin(url) != _origin(answer.response.request.url):
             raise PermanentSourceError(
                 f"{self.source}: the next link points to another host "
                 f"({url.scheme}://{url.netloc.decode()}); refusing to send the source's "
