@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from urllib.parse import quote
 
+import numpy as np
 import psycopg
 import pyarrow as pa
 from psycopg import sql
@@ -54,7 +55,7 @@ def has_timescale(dsn: str) -> bool:
     return bool(row and "timescaledb" in row[0])
 
 
-def columns(workload: Workload) -> tuple[pa.Array, object, object]:
+def columns(workload: Workload) -> tuple[pa.Array, np.ndarray, np.ndarray]:
     """The generated rows as the columns a binary COPY takes (tags, epoch µs, values)."""
     return (pa.array(workload.tag_array(), type=pa.large_string()),
             workload.epoch_seconds * 1_000_000, workload.values)
@@ -97,7 +98,7 @@ def copy_baseline(dsn: str, workload: Workload, table: str, ddl: str,
 
 
 def _copy(conn: psycopg.Connection, table: str, workload: Workload,
-          data: tuple[pa.Array, object, object] | None = None) -> None:
+          data: tuple[pa.Array, np.ndarray, np.ndarray] | None = None) -> None:
     tags, micros, values = data or columns(workload)
     rows = encode_readings(tags, micros, values)
     with conn.cursor().copy(f"COPY {table} FROM STDIN (FORMAT binary)") as copy:
@@ -109,5 +110,7 @@ def table_checksum(dsn: str, relation: str, where: str = "",
     """Count and digest of `relation` (a table or a subquery with sensor_tag, ts, sensor_value)."""
     query = CHECKSUM_SQL.format(prime=PRIME, table=relation, where=where)
     with psycopg.connect(dsn) as conn:
-        count, digest = conn.execute(query, params).fetchone()
+        row = conn.execute(query, params).fetchone()
+    assert row is not None  # an aggregate without GROUP BY returns one row
+    count, digest = row
     return Checksum(int(count), int(digest))

@@ -9,7 +9,6 @@ process per run, and measured like the project's own runs (wall time, peak RSS, 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 if __package__:  # imported by benchmarks.run (the project's interpreter)
@@ -30,16 +29,15 @@ def run_dlt(python: str, kind: str, url: str, api_key: str, workload: Workload, 
                "--source-dsn", source_dsn, "--sink-dsn", sink_dsn, "--dataset", dataset,
                "--pipelines-dir", str(workdir / "dlt")]
     log = workdir / f"dlt-{kind}-{round_}.log"
-    seconds, peak_rss_mb, returncode = measure(
-        command, {"RUNTIME__DLTHUB_TELEMETRY": "false"}, log)
-    if returncode != 0:
-        raise RuntimeError(f"dlt {kind} failed (exit {returncode}); see {log}")
+    run = measure(command, {"RUNTIME__DLTHUB_TELEMETRY": "false"}, log)
+    if run.returncode != 0:
+        raise RuntimeError(f"dlt {kind} failed (exit {run.returncode}); see {log}")
     relation = (
         f"(SELECT sensor_tag, to_timestamp(relative_time) AS ts, sensor_value "
         f"FROM {dataset}.readings) AS t" if kind == "rest" else
         f"(SELECT sensor_tag, recorded_at AS ts, sensor_value FROM {dataset}.bench_source) AS t"
     )
-    return seconds, peak_rss_mb, table_checksum(sink_dsn, relation)
+    return run.seconds, run.peak_rss_mb, table_checksum(sink_dsn, relation)
 
 
 def main() -> None:
@@ -98,4 +96,4 @@ def _with_password(dsn: str) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

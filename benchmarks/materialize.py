@@ -1,8 +1,9 @@
-"""Materialize one window in a fresh process, as a scheduled run would, and measure it.
+"""Materialize one window (or a range) in a fresh process, as a scheduled run would, and
+measure it.
 
 The child is Dagster's own CLI (`dagster asset materialize`), so the wall time includes
 Python and Dagster start-up, loading the definitions and writing the run's events. Peak RSS
-is the child's own `ru_maxrss` (see `benchmarks.peak`).
+and CPU time are the child's own (see `benchmarks.peak`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,17 @@ from typing import Any
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
+@dataclass(frozen=True)
+class Process:
+    """One measured child process."""
+
+    seconds: float
+    cpu_seconds: float
+    peak_rss_mb: float
+    returncode: int
+    timed_out: bool
+
+
 @dataclass
 class Materialization:
     """One measured run: wall time, peak RSS and the two assets' metadata."""
@@ -30,6 +42,7 @@ class Materialization:
     log: Path
     raw: dict[str, Any] = field(default_factory=dict)
     readings: dict[str, Any] = field(default_factory=dict)
+    cpu_seconds: float = 0.0
 
 
 def dagster_cli() -> str:
@@ -38,29 +51,34 @@ def dagster_cli() -> str:
     return str(candidate) if candidate.exists() else "dagster"
 
 
-def measure(command: list[str], env: dict[str, str], log: Path) -> tuple[float, float, int]:
-    """Run `command` in a fresh process: (wall seconds, peak RSS in MB, exit status).
+def measure(command: list[str], env: dict[str, str], log: Path,
+            timeout: float | None = None) -> Process:
+    """Run `command` in a fresh process, killed after `timeout` seconds; output to `log`.
 
     Through `benchmarks.peak`, so that the peak RSS is the command's own (see there).
     """
     result = log.with_suffix(".peak.json")
+    bound = ["--timeout", str(timeout)] if timeout else []
     with log.open("wb") as out:
-        subprocess.run([sys.executable, "-m", "benchmarks.peak", str(result), "--", *command],
-                       env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
-                       cwd=PROJECT_ROOT, check=False)
-    measured = json.loads(result.read_text())
-    return measured["seconds"], measured["peak_rss_mb"], measured["returncode"]
+        subprocess.run([sys.executable, "-m", "benchmarks.peak", str(result), *bound, "--",
+                        *command], env={**os.environ, **env}, stdout=out,
+                       stderr=subprocess.STDOUT, cwd=PROJECT_ROOT, check=False)
+    return Process(**json.loads(result.read_text()))
 
 
-def materialize(source: str, partition_key: str, env: dict[str, str], log: Path) -> Materialization:
-    """Run `<source>/raw,<source>/readings` for one partition in a child process."""
-    command = [
-        dagster_cli(), "asset", "materialize", "-m", "pull_pipeline.definitions",
-        "--select", f"{source}/raw,{source}/readings", "--partition", partition_key,
-    ]
-    seconds, peak_rss_mb, returncode = measure(command, env, log)
-    result = Materialization(source, seconds, peak_rss_mb, returncode, log)
-    if returncode == 0:
+def materialize(source: str, partition: str, env: dict[str, str], log: Path,
+                timeout: float | None = None) -> Materialization:
+    """Run `<source>/raw,<source>/readings` for one partition, or for a range `first...last`
+    in one run (as a backfill's run, see `benchmarks.ranged`), in a child process."""
+    selection = f"{source}/raw,{source}/readings"
+    command = ([sys.executable, "-m", "benchmarks.ranged", selection, partition]
+               if "..." in partition else
+               [dagster_cli(), "asset", "materialize", "-m", "pull_pipeline.definitions",
+                "--select", selection, "--partition", partition])
+    run = measure(command, env, log, timeout)
+    result = Materialization(source, run.seconds, run.peak_rss_mb, run.returncode, log,
+                             cpu_seconds=run.cpu_seconds)
+    if run.returncode == 0:
         result.raw = latest_metadata(env["DAGSTER_HOME"], [source, "raw"])
         result.readings = latest_metadata(env["DAGSTER_HOME"], [source, "readings"])
     return result

@@ -160,8 +160,8 @@ class Bench:
         server_url = ""
         if "rest" in args.kinds:
             say("serialising pages ...")
-            window = (int(workload.start.timestamp()), int(workload.end.timestamp()))
-            server = PagesServer(workload.page_bodies(PAGE_SIZE), window, PAGE_SIZE, API_KEY)
+            server = PagesServer({workload.window(): workload.page_bodies(PAGE_SIZE)},
+                                 PAGE_SIZE, API_KEY)
             server_url = stack.enter_context(server).url
         if "sql" in args.kinds:
             say(f"filling the SQL source table {SOURCE_TABLE} ...")
@@ -233,14 +233,7 @@ def write_config(workdir: Path, workload: Workload, sink_dsn: str, source_dsn: s
     partitions = {"cadence": "daily", "start": workload.partition_key}
     sources: dict[str, Any] = {}
     if server_url:
-        sources["bench_rest"] = {
-            "kind": "rest", "url": server_url,
-            "auth": {"type": "api_key", "header": "X-API-Key", "value": "${BENCH_API_KEY}"},
-            "window_params": {"start": "start", "end": "end"}, "window_format": "epoch_s",
-            "pagination": {"type": "page_number", "param": "page", "size_param": "page_size",
-                           "size": PAGE_SIZE},
-            "records_path": "data", "time_unit": "s", "partitions": partitions,
-        }
+        sources["bench_rest"] = rest_source(server_url, partitions)
     sources["bench_sql"] = {
         "kind": "sql", "url": source_dsn,
         "query": f"SELECT sensor_tag, recorded_at AS relative_time, sensor_value "
@@ -255,6 +248,18 @@ def write_config(workdir: Path, workload: Workload, sink_dsn: str, source_dsn: s
     path = workdir / "sources.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
+
+
+def rest_source(server_url: str, partitions: dict[str, Any]) -> dict[str, Any]:
+    """A REST source on `PagesServer` (API key in $BENCH_API_KEY), as sources.yaml has it."""
+    return {
+        "kind": "rest", "url": server_url,
+        "auth": {"type": "api_key", "header": "X-API-Key", "value": "${BENCH_API_KEY}"},
+        "window_params": {"start": "start", "end": "end"}, "window_format": "epoch_s",
+        "pagination": {"type": "page_number", "param": "page", "size_param": "page_size",
+                       "size": PAGE_SIZE},
+        "records_path": "data", "time_unit": "s", "partitions": partitions,
+    }
 
 
 def reset_sink(dsn: str) -> None:
@@ -283,6 +288,7 @@ def phases_of(run: Materialization) -> dict[str, float]:
         "land": raw.get("seconds_land", 0.0),
         "read_map": readings.get("seconds_read", 0.0) + readings.get("seconds_map", 0.0),
         "validate": readings.get("seconds_validate", 0.0),
+        "delete": readings.get("seconds_delete", 0.0),
         "load": readings.get("seconds_load", 0.0),
     }
     phases["pipeline"] = raw.get("seconds", 0.0) + readings.get("seconds", 0.0)
@@ -367,7 +373,9 @@ def machine(dsn: str) -> dict[str, Any]:
     except (OSError, ValueError, IndexError):
         memory_kb = 0
     with psycopg.connect(dsn) as conn:
-        version = conn.execute("SHOW server_version").fetchone()[0]
+        row = conn.execute("SHOW server_version").fetchone()
+    assert row is not None  # SHOW always returns one row
+    version = row[0]
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": round(memory_kb / 1024**2),
             "python": platform.python_version(), "postgres": f"PostgreSQL {version.split()[0]}"}
 

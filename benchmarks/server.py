@@ -8,6 +8,7 @@ HTTP/1.1 with keep-alive, like a vendor API behind a load balancer.
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Self
 from urllib.parse import parse_qsl, urlsplit
@@ -19,15 +20,14 @@ EMPTY_PAGE = b'{"data": [], "next_page": null}'
 class PagesServer:
     """`GET /readings?start=&end=&page=&page_size=` with an `X-API-Key` header.
 
-    Serves `bodies[page - 1]` for the window `[start, end)` (epoch seconds) it was given,
-    an empty page for any other window or a page past the end, 401 without the key and 400
-    for a page size other than the one the bodies were cut to.
+    Serves `windows[(start, end)][page - 1]` for each window `[start, end)` (epoch seconds)
+    it was given, an empty page for any other window or a page past the end, 401 without
+    the key and 400 for a page size other than the one the bodies were cut to.
     """
 
-    def __init__(self, bodies: list[bytes], window: tuple[int, int], page_size: int,
+    def __init__(self, windows: Mapping[tuple[int, int], list[bytes]], page_size: int,
                  api_key: str) -> None:
-        self.bodies = bodies
-        self.window = window
+        self.windows = windows
         self.page_size = page_size
         self.api_key = api_key
         self.requests = 0
@@ -54,9 +54,10 @@ class PagesServer:
             return 400, b'{"error": "start, end and page_size are required integers"}'
         if size != self.page_size:
             return 400, b'{"error": "unsupported page_size"}'
-        if window != self.window or not 1 <= page <= len(self.bodies):
+        bodies = self.windows.get(window, [])
+        if not 1 <= page <= len(bodies):
             return 200, EMPTY_PAGE
-        return 200, self.bodies[page - 1]
+        return 200, bodies[page - 1]
 
     def __enter__(self) -> Self:
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)

@@ -1,8 +1,10 @@
-"""The benchmark: its checksum catches any wrong row, and a tiny run passes end to end."""
+"""The benchmarks: the checksum catches any wrong row, and a tiny run of each mode (one window,
+compressed history, fleet) passes end to end, exact."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -12,9 +14,11 @@ import psycopg
 import pytest
 
 from benchmarks.database import SOURCE_TABLE, fill_source, table_checksum
+from benchmarks.fleet import backfill_workload
+from benchmarks.materialize import measure
 from benchmarks.run import verify
 from benchmarks.workload import Workload
-from pull_pipeline_tests.conftest import ADMIN_DSN
+from pull_pipeline_tests.conftest import ADMIN_DSN, timescale_unavailable
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = f"(SELECT sensor_tag, recorded_at AS ts, sensor_value FROM {SOURCE_TABLE}) AS t"
@@ -71,3 +75,67 @@ def test_a_small_run_end_to_end(tmp_path: Path) -> None:
         assert results[kind]["peak_rss_mb"] > 50
         assert set(results[kind]["phases"]) >= {"fetch", "land", "validate", "load"}
     assert results["copy_pk"]["seconds"] > 0
+
+
+def bench(module: str, tmp_path: Path, *options: str) -> tuple[subprocess.CompletedProcess[str],
+                                                                 dict]:
+    """Run `python -m benchmarks.<module>` in its own database; (the process, its JSON)."""
+    out = tmp_path / "results.json"
+    run = subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{module}", *options,
+         "--database", f"pp_bench_{uuid.uuid4().hex[:8]}", "--workdir", str(tmp_path / "work"),
+         "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run, json.loads(out.read_text())
+
+
+def test_compressed_history_mode_small_run(tmp_path: Path) -> None:
+    dsn = os.environ.get("PULL_PIPELINE_TIMESCALE_DSN", ADMIN_DSN)
+    if reason := timescale_unavailable(dsn):
+        pytest.skip(f"{reason} (set PULL_PIPELINE_TIMESCALE_DSN to a TimescaleDB server)")
+    run, report = bench("compressed", tmp_path, "--rows", "2000", "--history-days", "2",
+                        "--repeat", "1", "--sink-dsn", dsn)
+    assert report["exact"] and report["history_rows"] == 4_000
+    assert set(report["results"]) == {"new_empty", "new_on_history", "rerun_uncompressed",
+                                      "rerun_compressed"}
+    for item in report["results"].values():
+        assert item["seconds"] > 0 and item["peak_rss_mb"] > 50
+        assert set(item["phases"]) == {"delete", "load", "pipeline"}
+    assert {name: item["vs"] for name, item in report["ratios"].items()} == {
+        "new_on_history": "new_empty", "rerun_compressed": "rerun_uncompressed"}
+    assert all(item["seconds"] > 0 for item in report["ratios"].values())
+    assert report["chunk_after_compressed_rerun"][0] in {"compressed", "partial", "uncompressed"}
+    assert "| rerun_compressed |" in run.stdout
+
+
+def test_fleet_mode_small_run(tmp_path: Path) -> None:
+    run, report = bench("fleet", tmp_path, "--sources", "2", "--backfill-rows", "2000",
+                        "--backfill-windows", "4", "--history-days", "7", "--timeout", "240",
+                        "--sink-dsn", ADMIN_DSN)
+    assert report["exact"] and not report["failures"]
+    figures = report["sizes"]["2"]
+    load, ticks, backfill = figures["load"], figures["ticks"], figures["backfill"]
+    assert load["status"] == "ok" and load["cpu_seconds"] > 0 and load["peak_rss_mb"] > 50
+    # Per source: recovery, freshness and archive sensors; and the fleet-wide ones.
+    assert ticks["sensors"]["evaluated"] == ticks["sensors"]["count"] >= 6
+    assert ticks["schedules"]["evaluated"] == ticks["schedules"]["count"] >= 2
+    assert ticks["errors"] == 0 and ticks["unfinished"] is None
+    for path in ("single", "ranged"):
+        assert backfill[path]["rows_per_second"] > 0 and backfill[path]["peak_rss_mb"] > 50
+    assert backfill["ranged_vs_single"] > 0
+    assert "| 2 |" in run.stdout
+
+
+def test_the_backfill_rows_are_spread_over_every_hourly_window() -> None:
+    workload = backfill_workload(2_000, 4)
+    start = int(workload.start.timestamp())
+    per_hour = [sum(len(json.loads(body)["data"]) for body in workload.page_bodies(
+        500, (start + hour * 3600, start + (hour + 1) * 3600))) for hour in range(4)]
+    assert sum(per_hour) == 2_000 and min(per_hour) > 0
+
+
+def test_a_measured_process_is_killed_at_its_timeout(tmp_path: Path) -> None:
+    run = measure(["sleep", "60"], {}, tmp_path / "sleep.log", timeout=1)
+    assert run.timed_out and run.returncode != 0 and run.seconds < 30
