@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from pull_pipeline.errors import ConfigError
-from pull_pipeline.sink.embedded import embedded_dsn, stop_embedded
+from pull_pipeline.sink.embedded import embedded_dsn, is_running, psql_command, stop_embedded
 from pull_pipeline_tests.conftest import needs_pgserver
 
 # A second process: start-or-reuse the server and report its DSN and the demo table's rows.
@@ -76,7 +76,14 @@ def test_starts_is_shared_by_other_processes_and_stops(
     announcements = [r for r in caplog.records if str(state / "postgres") in r.getMessage()]
     assert len(announcements) == 1 and "embedded PostgreSQL" in announcements[0].getMessage()
 
+    # `make psql`: the wheel's own psql on the same server, no client installed.
+    psql = subprocess.run([*psql_command(state), "-Atc", "SELECT count(*) FROM shared"],
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert (psql.returncode, psql.stdout) == (0, "0\n"), psql.stderr
+
+    assert is_running(state) is True
     assert stop_embedded(state) is True
+    assert is_running(state) is False
     assert postmasters(state / "postgres") == []
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(dsn, connect_timeout=2)

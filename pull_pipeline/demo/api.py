@@ -4,6 +4,10 @@
 `X-API-Key: $DEMO_API_KEY` answers `{"data": [{"sensor_tag", "relative_time",
 "sensor_value"}, ...], "next_page": 2 | null}`. Readings are computed from the window (five
 sensors every 10 s, nothing in the future), so every window has data and reruns agree.
+
+To watch a failure and its recovery, start an outage: while the file passed as
+`--outage-file` exists (`make dev`: `.pull_pipeline/demo/outage`), `/readings` answers
+503, as a vendor's API does when it is down.
 """
 
 from __future__ import annotations
@@ -11,8 +15,10 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import orjson
@@ -38,6 +44,7 @@ def readings(start: int, end: int) -> list[dict[str, object]]:
 
 class DemoHandler(BaseHTTPRequestHandler):
     api_key = "demo-key"
+    outage_file: Path | None = None
 
     def do_GET(self) -> None:
         url = urlparse(self.path)
@@ -45,6 +52,8 @@ class DemoHandler(BaseHTTPRequestHandler):
             return self._send(200, {"status": "ok"})
         if url.path != "/readings":
             return self._send(404, {"error": "not found"})
+        if self.outage_file is not None and self.outage_file.exists():
+            return self._send(503, {"error": f"demo outage: remove {self.outage_file} to end it"})
         if self.headers.get("X-API-Key") != self.api_key:
             return self._send(401, {"error": "invalid API key"})
         query = {key: values[0] for key, values in parse_qs(url.query).items()}
@@ -70,15 +79,30 @@ class DemoHandler(BaseHTTPRequestHandler):
         return
 
 
+def serve(
+    host: str, port: int, api_key: str, outage_file: Path | None = None
+) -> ThreadingHTTPServer:
+    """Bind now (so a busy port fails here, at once) and serve from a daemon thread."""
+    handler = type("ConfiguredDemoHandler", (DemoHandler,),
+                   {"api_key": api_key, "outage_file": outage_file})
+    server = ThreadingHTTPServer((host, port), handler)
+    threading.Thread(target=server.serve_forever, name="demo-api", daemon=True).start()
+    return server
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--outage-file", type=Path, default=None)
     args = parser.parse_args()
-    DemoHandler.api_key = os.environ.get("DEMO_API_KEY", DemoHandler.api_key)
-    server = ThreadingHTTPServer((args.host, args.port), DemoHandler)
+    api_key = os.environ.get("DEMO_API_KEY", DemoHandler.api_key)
+    server = serve(args.host, args.port, api_key, args.outage_file)
     print(f"demo API on http://{args.host}:{args.port}/readings", flush=True)
-    server.serve_forever()
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        server.shutdown()
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ share one server. A file lock in the state folder makes concurrent first calls s
 from __future__ import annotations
 
 import fcntl
+import importlib.util
 import logging
 import os
 import subprocess
@@ -68,6 +69,26 @@ def stop_embedded(state_dir: Path) -> bool:
         pgserver.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
     _announced.discard(pgdata)
     return True
+
+
+def available() -> bool:
+    """Whether pgserver is installed (CPython 3.11/3.12), without importing it."""
+    return importlib.util.find_spec("pgserver") is not None
+
+
+def is_running(state_dir: Path) -> bool:
+    """Whether the embedded server of `state_dir` runs (read-only: it is not started)."""
+    return _live(_pgdata(state_dir)) is not None
+
+
+def psql_command(state_dir: Path) -> list[str]:
+    """`psql` on the embedded database (started if needed), from the pgserver wheel.
+
+    The wheel ships its own `psql`, so no PostgreSQL client need be installed.
+    """
+    dsn = embedded_dsn(state_dir)
+    package = _pgserver().__file__ or ""
+    return [str(Path(package).parent / "pginstall" / "bin" / "psql"), dsn]
 
 
 def _pgserver() -> ModuleType:
