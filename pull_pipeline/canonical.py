@@ -34,12 +34,12 @@ def parse_instant(text: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def to_canonical(raw: pa.Table, source: SourceBase) -> pd.DataFrame:
+def to_canonical(raw: pa.Table, config: SourceBase) -> pd.DataFrame:
     """Return `sensor_tag`, `ts` (UTC, ns) and `sensor_value` for every raw row, in order."""
-    fields = source.fields
+    fields = config.fields
     tags = raw.column(fields.sensor_tag).cast(pa.large_string()).to_pandas(
         types_mapper={pa.large_string(): TAG_DTYPE}.get)
-    ts = times(raw.column(fields.relative_time), source)
+    ts = times(raw.column(fields.relative_time), config)
     values = _numbers(raw.column(fields.sensor_value))
     return pd.DataFrame({"sensor_tag": tags, "ts": ts, "sensor_value": values}, copy=False)
 
@@ -52,7 +52,8 @@ def _numbers(column: pa.ChunkedArray) -> np.ndarray:
     still does the parsing.
     """
     try:
-        return column.cast(pa.float64()).to_numpy(zero_copy_only=False)
+        direct: np.ndarray = column.cast(pa.float64()).to_numpy(zero_copy_only=False)
+        return direct
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         pass
     column = pc.utf8_trim_whitespace(column)  # " 1.5" from a padded CSV is still a number
@@ -62,7 +63,8 @@ def _numbers(column: pa.ChunkedArray) -> np.ndarray:
         parsed = kept.cast(pa.float64())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # a form Arrow refuses: slow path
         return np.array([_number(value) for value in column.to_pylist()], dtype="float64")
-    return pc.fill_null(parsed, np.nan).to_numpy(zero_copy_only=False)
+    doubles: np.ndarray = pc.fill_null(parsed, np.nan).to_numpy(zero_copy_only=False)
+    return doubles
 
 
 def _number(value: str | None) -> float:
@@ -72,12 +74,12 @@ def _number(value: str | None) -> float:
         return np.nan
 
 
-def times(column: pa.ChunkedArray, source: SourceBase) -> pd.Series:
+def times(column: pa.ChunkedArray, config: SourceBase) -> pd.Series:
     """The `relative_time` column as UTC times (NaT where it cannot be read), per `time_unit`."""
-    if source.time_unit == "iso8601":
+    if config.time_unit == "iso8601":
         return _instants(column)
-    unit_ns = UNIT_NS[source.time_unit]
-    epoch_ns = pd.Timestamp(parse_instant(source.reference_epoch)).value
+    unit_ns = UNIT_NS[config.time_unit]
+    epoch_ns = pd.Timestamp(parse_instant(config.reference_epoch)).value
     try:
         counts = column.cast(pa.int64())
         valid = pc.fill_null(

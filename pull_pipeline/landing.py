@@ -1,48 +1,40 @@
 """The landing store: every window exactly as received, as Parquet, for replays.
 
-Objects are keyed `<source>/<partition key>.parquet` under the landing path (a local
-folder or `s3://bucket/prefix`). A window is written while its pages stream in (one Parquet
-row group per page) and appears atomically when complete, so a crashed fetch never leaves
-a half window behind that a replay could mistake for the whole.
+A key scheme over a `Folder` (a local folder or `s3://bucket/prefix`): each window is the
+object `<source>/<partition key>.parquet`. A window is written while its pages stream in (one
+Parquet row group per page) and appears atomically when complete, so a crashed fetch never
+leaves a half window behind that a replay could mistake for the whole. The row and page
+counts and the writing run's id are in the Parquet footer and, on S3, also in the object's
+user metadata (`x-amz-meta-rows`, `-pages`, `-run-id`), readable with a HEAD.
 """
 
 from __future__ import annotations
 
-import abc
-import os
-import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pull_pipeline.config.models import S3Config
 from pull_pipeline.errors import PullPipelineError
+from pull_pipeline.storage import Folder, LocalFolder, ObjectMissing, open_folder
+from pull_pipeline.storage.local import remove_orphans
+
+__all__ = ["LandingMissing", "LandingStore", "LocalLanding", "WindowWriter", "remove_orphans"]
 
 ROWS_KEY = b"pull_pipeline.rows"
 RUN_KEY = b"pull_pipeline.run_id"
 PAGES_KEY = b"pull_pipeline.pages"
-# Rows per batch read back for mapping, validation and the load. Measured on 1M rows: 100k
-# peaks ~70 MB lower than 250k for ~0.07 s more per-batch overhead; 50k saves little more.
+# Rows per batch read back for mapping, validation and the load: smaller batches lower the
+# memory peak for a little per-batch overhead, and much smaller ones save little more
+# (the measurements are in the README, Performance).
 READ_BATCH_ROWS = 100_000
 
 
 class LandingMissing(PullPipelineError):
     """A window was never landed (or was removed): replay and readings cannot build it."""
-
-
-@dataclass
-class LandedWindow:
-    """What was written for one window."""
-
-    uri: str
-    rows: int = 0
-    pages: int = 0
-    bytes: int = 0
-    metadata: dict[str, str] = field(default_factory=dict)
 
 
 class WindowWriter:
@@ -54,8 +46,8 @@ class WindowWriter:
         self.rows = 0
         self.pages = 0
         # Only the tag column (the first of the raw schema) repeats enough for a dictionary:
-        # for times and values it is wasted work (measured: 1M rows write 0.15 s instead of
-        # 0.23 s, read back 0.06 s instead of 0.10 s, and the file is smaller).
+        # for times and values it is wasted work (writing and reading back are slower, and the
+        # file is bigger; see README, Performance).
         self._writer = pq.ParquetWriter(
             path, schema, compression="zstd", use_dictionary=schema.names[:1])
 
@@ -73,32 +65,44 @@ class WindowWriter:
         self._writer.close()
 
 
-class LandingStore(abc.ABC):
-    """Where raw windows live. Implementations: a local folder, an S3 prefix."""
+class LandingStore:
+    """Raw windows of every source under one landing path."""
+
+    def __init__(self, folder: Folder) -> None:
+        self.folder = folder
+
+    @classmethod
+    def open(cls, path: str, s3: S3Config | None) -> LandingStore:
+        return cls(open_folder(path, s3, where="landing.s3"))
 
     @staticmethod
     def key(source: str, partition_key: str) -> str:
         return f"{source}/{partition_key}.parquet"
 
-    @abc.abstractmethod
     def uri(self, source: str, partition_key: str) -> str:
         """A human-readable location for metadata and messages."""
+        return self.folder.uri(self.key(source, partition_key))
 
-    @abc.abstractmethod
     @contextmanager
     def writer(
         self, source: str, partition_key: str, schema: pa.Schema, run_id: str
     ) -> Iterator[WindowWriter]:
         """Write one window; it becomes visible only if the block exits without error."""
+        with self.folder.write(self.key(source, partition_key)) as pending:
+            writer = WindowWriter(pending.path, schema)
+            yield writer
+            writer.close(run_id)
+            pending.metadata.update(
+                {"rows": str(writer.rows), "pages": str(writer.pages), "run-id": run_id})
 
-    @abc.abstractmethod
     @contextmanager
     def local_copy(self, source: str, partition_key: str) -> Iterator[Path]:
-        """A local path to the window's Parquet file (downloaded first for remote stores)."""
-
-    @abc.abstractmethod
-    def exists(self, source: str, partition_key: str) -> bool:
-        """Whether the window was landed."""
+        """A local path to the window's Parquet file (downloaded first from S3)."""
+        try:
+            with self.folder.open(self.key(source, partition_key)) as path:
+                yield path
+        except ObjectMissing:
+            raise self._missing(source, partition_key) from None
 
     def read(self, source: str, partition_key: str) -> Iterator[pa.Table]:
         """Stream the window back in bounded batches (row groups are never all in memory)."""
@@ -108,84 +112,24 @@ class LandingStore(abc.ABC):
                 yield pa.Table.from_batches([batch])
 
     def pages(self, source: str, partition_key: str) -> int:
-        """How many pages/chunks the fetch of this window took (from the file's metadata)."""
+        """How many pages/chunks the fetch of this window took (on S3: from a HEAD)."""
+        info = self.folder.info(self.key(source, partition_key))
+        if info is None:
+            raise self._missing(source, partition_key)
+        if info.metadata is not None:
+            return int(info.metadata.get("pages", 0))
         with self.local_copy(source, partition_key) as path:
-            meta = pq.read_metadata(path).metadata or {}
-        return int(meta.get(PAGES_KEY, b"0"))
+            footer = pq.read_metadata(path).metadata or {}
+        return int(footer.get(PAGES_KEY, b"0"))
 
-
-def remove_orphans(folder: Path, max_age_s: float = 86_400.0) -> list[Path]:
-    """Delete partial window files whose writer is gone; return what was deleted.
-
-    A writer killed with SIGKILL cannot clean up after itself. Its file is named
-    `.<window>.parquet.<pid>.<random>.tmp`: it is an orphan when that process no longer
-    exists on this machine, or (a file from another machine sharing the folder) after a day.
-    Partial files are never read: only a complete window is renamed into place.
-    """
-    removed = []
-    now = time.time()
-    for path in folder.glob(".*.parquet.*.tmp"):
-        pid = path.name.rsplit(".", 3)[-3]
-        try:
-            orphan = (not _alive(int(pid))) or now - path.stat().st_mtime > max_age_s
-        except (ValueError, FileNotFoundError):  # an older name without pid, or gone already
-            orphan = path.exists() and now - path.stat().st_mtime > max_age_s
-        if orphan:
-            path.unlink(missing_ok=True)
-            removed.append(path)
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
+    def _missing(self, source: str, partition_key: str) -> LandingMissing:
+        return LandingMissing(
+            f"{source}: window {partition_key} was never landed at "
+            f"{self.uri(source, partition_key)}; materialize {source}/raw for it first")
 
 
 class LocalLanding(LandingStore):
-    """A folder on this machine (the default: `.pull_pipeline/landing`)."""
+    """The landing store in a folder on this machine (the default: `.pull_pipeline/landing`)."""
 
     def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
-
-    def path(self, source: str, partition_key: str) -> Path:
-        return self.root / self.key(source, partition_key)
-
-    def uri(self, source: str, partition_key: str) -> str:
-        return str(self.path(source, partition_key))
-
-    @contextmanager
-    def writer(
-        self, source: str, partition_key: str, schema: pa.Schema, run_id: str
-    ) -> Iterator[WindowWriter]:
-        final = self.path(source, partition_key)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        remove_orphans(final.parent)
-        fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.{os.getpid()}.",
-                                   suffix=".tmp")
-        os.close(fd)
-        writer = WindowWriter(Path(tmp), schema)
-        try:
-            yield writer
-            writer.close(run_id)
-            os.replace(tmp, final)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-
-    @contextmanager
-    def local_copy(self, source: str, partition_key: str) -> Iterator[Path]:
-        path = self.path(source, partition_key)
-        if not path.exists():
-            raise LandingMissing(
-                f"{source}: window {partition_key} was never landed at {path}; materialize "
-                f"{source}/raw for it first"
-            )
-        yield path
-
-    def exists(self, source: str, partition_key: str) -> bool:
-        return self.path(source, partition_key).exists()
+        super().__init__(LocalFolder(root))

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import gc
 import logging
+import queue
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
@@ -20,13 +22,17 @@ import pyarrow as pa
 from pull_pipeline.canonical import to_canonical
 from pull_pipeline.config.models import SourceBase
 from pull_pipeline.connectors.base import Connector, raw_schema
-from pull_pipeline.errors import SinkError, SourceError
+from pull_pipeline.errors import PullPipelineError, SinkError, SourceError
 from pull_pipeline.landing import LandingStore, WindowWriter
 from pull_pipeline.retries import with_retries
-from pull_pipeline.sink.timescale import LoadResult, SinkSession, TimescaleSink, Window
+from pull_pipeline.sink.timescale import LoadResult, SinkSession, TimescaleSink
 from pull_pipeline.validation import validate
+from pull_pipeline.windows import Window
 
 log = logging.getLogger("pull_pipeline")
+# A ranged run logs its landing progress at most this often (and its last window): every log
+# line is an event Dagster writes to its storage, as costly as a window's materialization.
+PROGRESS_SECONDS = 10.0
 
 
 class EmptyWindowRefused(SourceError):
@@ -41,12 +47,22 @@ class RejectRatioExceeded(SourceError):
         self.stats = stats
 
 
+@dataclass(frozen=True)
+class LandedWindow:
+    key: str
+    uri: str
+    rows: int
+    pages: int
+
+
 @dataclass
 class LandStats:
     rows: int = 0
     pages: int = 0
     seconds: float = 0.0
     uris: list[str] = field(default_factory=list)
+    # Each window as it lands: what a run that fails later still reports as landed.
+    landed: list[LandedWindow] = field(default_factory=list)
     empty_windows: list[str] = field(default_factory=list)
     # fetch: waiting for and parsing the source's pages; land: writing them as Parquet.
     phases: dict[str, float] = field(default_factory=lambda: dict.fromkeys(("fetch", "land"), 0.0))
@@ -65,6 +81,9 @@ class LoadStats:
     seconds: float = 0.0
     rejected_by_window: dict[str, int] = field(default_factory=dict)
     first_reasons: list[str] = field(default_factory=list)
+    # Windows whose rows were replaced and committed, in order: what a run that fails later
+    # still reports as loaded, so the partition status shows exactly what the sink holds.
+    loaded_windows: dict[str, int] = field(default_factory=dict)  # key -> rows loaded
 
     def observe(self, valid: pd.DataFrame) -> None:
         if valid.empty:
@@ -81,10 +100,10 @@ class CycleCollector:
     Client libraries can leave each page in a reference cycle (httpx's response and its
     stream refer to each other and hold the body). Python frees cycles of older objects only
     in full collections, which its heuristics seldom start in a process that holds Dagster's
-    ~300k long-lived objects: a 1M-row window's pages would pile up (+80 MB). A full pass over
-    those objects costs 0.1-0.2 s, so the first collector freezes them instead (`gc.freeze`:
-    they live as long as the run's process anyway, and a pass over them finds no garbage),
-    after which a pass every few MB costs ~1 ms.
+    hundreds of thousands of long-lived objects, so a big window's pages would pile up. A full
+    pass over those objects is slow, so the first collector freezes them instead
+    (`gc.freeze`: they live as long as the run's process anyway, and a pass over them finds
+    no garbage), after which a pass every few MB is cheap (README, Performance).
     """
 
     _frozen = False
@@ -106,26 +125,31 @@ class CycleCollector:
 
 def land(
     name: str,
-    source: SourceBase,
+    config: SourceBase,
     connector: Connector,
     landing: LandingStore,
     windows: Sequence[Window],
     run_id: str = "",
     progress: Callable[[str], None] = log.info,
+    stats: LandStats | None = None,
+    on_landed: Callable[[Window], None] | None = None,
 ) -> LandStats:
     """Fetch each window from the source and land it as received (one file per window).
 
     A transient failure refetches the window per the source's `retries:` (a connector that
-    retries each request itself, as REST does, is not retried again here).
+    retries each request itself, as REST does, is not retried again here). Pass `stats` to
+    keep what landed before an error: `stats.landed` grows window by window. `on_landed` is
+    called with each window once its file is in place (`pull` hands it to the loader).
     """
-    stats = LandStats()
+    stats = stats if stats is not None else LandStats()
     started = time.perf_counter()
-    schema = raw_schema(source.fields)
+    schema = raw_schema(config.fields)
     collector = CycleCollector()
     attempts = 1 if connector.retries_requests else None
-    for window in windows:
+    reported = started
+    for number, window in enumerate(windows, 1):
         writer = with_retries(
-            f"{name}: window {window.key}", source.retries,
+            f"{name}: window {window.key}", config.retries,
             lambda window=window: _land_window(  # type: ignore[misc]
                 name, connector, landing, window, schema, run_id, stats, collector),
             progress=progress, attempts=attempts)
@@ -133,8 +157,17 @@ def land(
         stats.pages += writer.pages
         if not writer.rows:
             stats.empty_windows.append(window.key)
-        stats.uris.append(landing.uri(name, window.key))
-        progress(f"{name}: landed window {window.key}: {writer.rows} rows in {writer.pages} pages")
+        uri = landing.uri(name, window.key)
+        stats.uris.append(uri)
+        stats.landed.append(LandedWindow(window.key, uri, writer.rows, writer.pages))
+        now = time.perf_counter()
+        if number == len(windows) or now - reported >= PROGRESS_SECONDS:
+            reported = now
+            count = f" ({number}/{len(windows)})" if len(windows) > 1 else ""
+            progress(f"{name}: landed window {window.key}{count}: {writer.rows} rows in "
+                     f"{writer.pages} pages")
+        if on_landed is not None:
+            on_landed(window)
     stats.seconds = time.perf_counter() - started
     return stats
 
@@ -158,11 +191,12 @@ def _land_window(
 
 def load(
     name: str,
-    source: SourceBase,
+    config: SourceBase,
     landing: LandingStore,
     sink: TimescaleSink,
-    windows: Sequence[Window],
+    windows: Iterable[Window],
     run_id: str = "",
+    stats: LoadStats | None = None,
 ) -> LoadStats:
     """Validate the landed windows and replace each in the sink in a transaction of its own.
 
@@ -170,9 +204,10 @@ def load(
     the error raised at the end names each window that did not and why. A window keeps its
     previous rows when its share of rejected rows is above `max_reject_ratio`
     (`RejectRatioExceeded`, its rejects still recorded) or when it came back with no row
-    while it holds rows and `allow_empty_replace` is off (`EmptyWindowRefused`).
+    while it holds rows and `allow_empty_replace` is off (`EmptyWindowRefused`). Pass
+    `stats` to keep what loaded before an error: `stats.loaded_windows`.
     """
-    stats = LoadStats()
+    stats = stats if stats is not None else LoadStats()
     started = time.perf_counter()
     collector = CycleCollector()
     problems = WindowProblems(name)
@@ -184,7 +219,7 @@ def load(
             if session is None:
                 session = connections.enter_context(sink.session())
             try:
-                return _load_window(name, source, landing, session, window, run_id, stats,
+                return _load_window(name, config, landing, session, window, run_id, stats,
                                     collector, problems)
             except SinkError as exc:
                 if exc.transient:  # the connection may be gone: the next attempt opens one
@@ -193,7 +228,7 @@ def load(
 
         for window in windows:
             try:
-                result = with_retries(f"{name}: loading window {window.key}", source.retries,
+                result = with_retries(f"{name}: loading window {window.key}", config.retries,
                                       lambda window=window: load_window(window))  # type: ignore[misc]
             except SinkError as exc:
                 if exc.transient:  # still unreachable, or a bound was hit: stop here
@@ -201,32 +236,116 @@ def load(
                 problems.failed[window.key] = str(exc)
                 continue
             stats.result.add(result)
+            if result.replaced:
+                stats.loaded_windows[window.key] = result.loaded
             if result.kept_instead_of_empty:
                 problems.kept_instead_of_empty[window.key] = result.kept_instead_of_empty
     stats.phases["delete"] = stats.result.delete_seconds
     stats.seconds = time.perf_counter() - started
-    problems.raise_if_any(source, sink.table, stats)
+    problems.raise_if_any(config, sink.table, stats)
     return stats
 
 
+class _Stopped(Exception):
+    """The loader gave up: the fetching thread stops before its next window."""
+
+
+def pull(
+    name: str,
+    config: SourceBase,
+    connector: Connector,
+    landing: LandingStore,
+    sink: TimescaleSink,
+    windows: Sequence[Window],
+    run_id: str = "",
+    progress: Callable[[str], None] = log.info,
+    land_stats: LandStats | None = None,
+    load_stats: LoadStats | None = None,
+) -> PullPipelineError | None:
+    """`land` and `load` window by window: window i loads while window i+1 is fetched.
+
+    The source is read on a worker thread at most one window ahead of the loader (a window
+    waits on disk, in the landing store, not in memory), so the first windows are in the
+    sink while later ones are still being fetched, and the source's waits overlap the sink's
+    work. Windows load over one sink session, each in a transaction of its own.
+
+    Returns the load's error (None when every window loaded), for the caller to report with
+    the load; the sink failing never stops the landing. A window that cannot be fetched
+    stops the fetching: the windows landed before it still load, then the fetch error is
+    raised (a load error is then only logged).
+    `land_stats.landed` and `load_stats.loaded_windows` say what was done either way.
+    """
+    land_stats = land_stats if land_stats is not None else LandStats()
+    load_stats = load_stats if load_stats is not None else LoadStats()
+    handoff: queue.Queue[Window | None] = queue.Queue(maxsize=1)
+    stop, all_landed = threading.Event(), threading.Event()
+    fetch_error: list[BaseException] = []
+
+    def hand_over(window: Window | None) -> None:
+        while not stop.is_set():
+            try:
+                handoff.put(window, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+        raise _Stopped
+
+    def fetch_ahead() -> None:
+        try:
+            land(name, config, connector, landing, windows, run_id, progress, land_stats,
+                 on_landed=hand_over)
+        except _Stopped:
+            return
+        except BaseException as exc:  # noqa: BLE001 - raised on the caller's thread below
+            fetch_error.append(exc)
+        try:
+            hand_over(None)
+        except _Stopped:
+            pass
+
+    def landed() -> Iterator[Window]:
+        while (window := handoff.get()) is not None:
+            yield window
+        all_landed.set()
+
+    fetcher = threading.Thread(target=fetch_ahead, name=f"pp-fetch-{name}", daemon=True)
+    fetcher.start()
+    load_error: PullPipelineError | None = None
+    try:
+        load(name, config, landing, sink, landed(), run_id, load_stats)
+    except PullPipelineError as exc:
+        load_error = exc
+        if not all_landed.is_set():
+            for _ in landed():  # the load stopped (the sink is gone): land the rest anyway
+                pass
+    finally:
+        stop.set()
+        fetcher.join()
+    if fetch_error:
+        if load_error is not None:
+            progress(f"{name}: {load_error}")
+        raise fetch_error[0]
+    return load_error
+
+
 def _load_window(
-    name: str, source: SourceBase, landing: LandingStore, session: SinkSession,
+    name: str, config: SourceBase, landing: LandingStore, session: SinkSession,
     window: Window, run_id: str, stats: LoadStats, collector: CycleCollector,
     problems: WindowProblems,
 ) -> LoadResult:
     """Map, validate and replace one window in its own transaction; returns what it did."""
     fetched = rejected = 0
     pages = landing.pages(name, window.key)
-    with session.load(name, [window], run_id, allow_empty=source.allow_empty_replace) as one:
+    with session.load(name, [window], run_id, allow_empty=config.allow_empty_replace) as one:
         clock = time.perf_counter()  # after the window's delete, which is its own phase
         for raw in landing.read(name, window.key):
             collector.streamed(raw.nbytes)
             now = time.perf_counter()
             stats.phases["read"] += now - clock
-            readings = to_canonical(raw, source)
+            readings = to_canonical(raw, config)
             clock = time.perf_counter()
             stats.phases["map"] += clock - now
-            checked = validate(readings, raw, source.fields, window.start, window.end)
+            checked = validate(readings, raw, config.fields, window.start, window.end)
             now = time.perf_counter()
             stats.phases["validate"] += now - clock
             one.stage(checked.valid)
@@ -238,7 +357,7 @@ def _load_window(
             rejected += checked.rejected
             if checked.rejected and len(stats.first_reasons) < 3:
                 stats.first_reasons.extend(checked.rejects["reason"].head(3).tolist())
-        over = bool(fetched) and rejected / fetched > source.max_reject_ratio
+        over = bool(fetched) and rejected / fetched > config.max_reject_ratio
         if over:
             one.keep_previous_rows()
         clock = time.perf_counter()
@@ -267,7 +386,7 @@ class WindowProblems:
             return error
         return type(error)(f"{error} Earlier: {self._failures()}")
 
-    def raise_if_any(self, source: SourceBase, table: str, stats: LoadStats) -> None:
+    def raise_if_any(self, config: SourceBase, table: str, stats: LoadStats) -> None:
         name = self.name
         parts = []
         if self.failed:
@@ -276,7 +395,7 @@ class WindowProblems:
             example = f" First reason: {stats.first_reasons[0]}." if stats.first_reasons else ""
             parts.append(
                 f"{name}: too many rows rejected in window {', '.join(self.over_ratio)}, above "
-                f"max_reject_ratio {source.max_reject_ratio:.1%}; the window keeps its previous "
+                f"max_reject_ratio {config.max_reject_ratio:.1%}; the window keeps its previous "
                 f"rows and the rejects are in {table}_rejects (source = '{name}').{example} Fix "
                 "the source's data or its fields/time_unit config, or raise max_reject_ratio.")
         if self.kept_instead_of_empty:

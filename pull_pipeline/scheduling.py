@@ -4,19 +4,39 @@ A window `[start, end)` is complete at `end`, but the source may need `lag` to p
 so the schedule ticks at `end + lag`. Dagster derives a schedule's cron from partitions
 but cannot offset it by an arbitrary duration, so `shift_cron` does that for the cron
 shapes that cadences use (minute and hour lists, with day-of-week or day-of-month days).
+
+The decisions work on a `Calendar` of plain windows; `defs.partitions` adapts Dagster's
+partitions to it, so what is due is decided (and tested) without Dagster.
 """
 
 from __future__ import annotations
 
 import math
 from datetime import datetime, timedelta
-
-import dagster as dg
+from typing import Protocol
 
 from pull_pipeline.errors import ConfigError
+from pull_pipeline.windows import Window
 
 _DAY = 24 * 60
 _RANGES = {"minute": (0, 59), "hour": (0, 23), "dom": (1, 31), "dow": (0, 7)}
+
+# cadence name -> the cron of its window starts; any other cadence is a cron string itself.
+CADENCE_CRONS = {
+    "5min": "*/5 * * * *",
+    "10min": "*/10 * * * *",
+    "15min": "*/15 * * * *",
+    "30min": "*/30 * * * *",
+    "hourly": "0 * * * *",
+    "daily": "0 0 * * *",
+    "weekly": "0 0 * * 1",
+    "monthly": "0 0 1 * *",
+}
+
+
+def cadence_cron(cadence: str) -> str:
+    """The cron of a cadence name, or the cadence itself when it is a cron string."""
+    return CADENCE_CRONS.get(cadence, cadence)
 
 
 def shift_cron(cron: str, lag: timedelta) -> str:
@@ -56,30 +76,43 @@ def shift_cron(cron: str, lag: timedelta) -> str:
     return " ".join([_join(new_minutes, "minute"), _join(new_hours, "hour"), dom, month, dow])
 
 
-def complete_windows(
-    partitions_def: dg.TimeWindowPartitionsDefinition, since: datetime, until: datetime
-) -> list[str]:
+class Calendar(Protocol):
+    """A source's consecutive windows, from `start` (the first window's start) on."""
+
+    @property
+    def start(self) -> datetime: ...
+
+    def keys_between(self, since: datetime, until: datetime) -> list[str]:
+        """Keys of the windows overlapping `[since, until)`, oldest first, within the bounds."""
+        ...
+
+    def end_of(self, key: str) -> datetime: ...
+
+    def window_before(self, moment: datetime) -> Window | None:
+        """The newest window ending at or before `moment`, ignoring the bounds."""
+        ...
+
+
+def complete_windows(calendar: Calendar, since: datetime, until: datetime) -> list[str]:
     """Keys of the windows with `since <= start` and `end <= until`, oldest first."""
-    since = max(since, partitions_def.start)
+    since = max(since, calendar.start)
     if since >= until:
         return []
-    keys = list(partitions_def.get_partition_keys_in_time_window(dg.TimeWindow(since, until)))
-    while keys and partitions_def.end_time_for_partition_key(keys[-1]) > until:
+    keys = calendar.keys_between(since, until)
+    while keys and calendar.end_of(keys[-1]) > until:
         keys.pop()
     return keys
 
 
-def newest_windows(
-    partitions_def: dg.TimeWindowPartitionsDefinition, until: datetime, count: int
-) -> list[str]:
+def newest_windows(calendar: Calendar, until: datetime, count: int) -> list[str]:
     """The newest `count` complete windows at `until` (fewer near the first partition)."""
     keys: list[str] = []
     moment = until
     while len(keys) < count:
-        window = partitions_def.get_prev_partition_window(moment, respect_bounds=False)
-        if window is None or window.start < partitions_def.start:
+        window = calendar.window_before(moment)
+        if window is None or window.start < calendar.start:
             break
-        keys.append(partitions_def.get_partition_key_for_timestamp(window.start.timestamp()))
+        keys.append(window.key)
         moment = window.start
     return keys
 
@@ -111,6 +144,6 @@ def _join(values: list[int], kind: str) -> str:
 
 def _unshiftable(cron: str, lag: timedelta) -> ConfigError:
     return ConfigError(
-        f"partitions.lag {lag} cannot be added to the cadence {cron!r} as a cron schedule; "
+        f"a lag of {lag} cannot be added to the cadence {cron!r} as a cron schedule; "
         "use a lag shorter than one window, or a cadence with fixed minutes and hours"
     )

@@ -62,8 +62,8 @@ def describe_server(dsn: str) -> tuple[str, str | None]:
             row = conn.execute("SELECT default_version FROM pg_available_extensions "
                                "WHERE name = 'timescaledb'").fetchone()
     except psycopg.Error as exc:
-        reason = f"cannot reach {where(dsn)}: {str(exc).strip().splitlines()[0]}"
-        return f"an unreachable server at {where(dsn)}", reason
+        unreachable = f"cannot reach {where(dsn)}: {str(exc).strip().splitlines()[0]}"
+        return f"an unreachable server at {where(dsn)}", unreachable
     reason = timescale_unavailable(dsn)
     if reason is None and row:
         return f"TimescaleDB {row[0]} (PostgreSQL {version}) at {where(dsn)}", None

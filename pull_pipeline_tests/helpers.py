@@ -51,7 +51,10 @@ def materialization_metadata(result: dg.ExecuteInProcessResult, source: str) -> 
 
 def failure_text(result: dg.ExecuteInProcessResult) -> str:
     """Every step failure's message in a result, joined."""
-    return "\n".join(
-        str(event.step_failure_data.error.message)
-        for event in result.all_events if event.is_step_failure
-    )
+    messages = []
+    for event in result.all_events:
+        if event.is_step_failure:
+            error = event.step_failure_data.error
+            assert error is not None, event  # a failed step carries what it raised
+            messages.append(str(error.message))
+    return "\n".join(messages)

@@ -343,9 +343,10 @@ class ReadingsApi:
             return True
         given = request.headers.get("authorization")
         if auth["type"] == "api_key":
+            key: str = auth["value"]
             if auth.get("header"):
-                return request.headers.get(auth["header"].lower()) == auth["value"]
-            return request.params.get(auth["query_param"]) == auth["value"]
+                return request.headers.get(auth["header"].lower()) == key
+            return request.params.get(auth["query_param"]) == key
         if auth["type"] == "bearer":
             return given == f"Bearer {auth['token']}"
         if auth["type"] == "basic":

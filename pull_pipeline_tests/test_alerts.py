@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pull_pipeline.alerts import Alert, Alerter, Throttle, channels_from_config
+from pull_pipeline.alerts import Alert, Alerter, Throttle, channels_from_config, wording
 from pull_pipeline.alerts.channels import EmailChannel, WebhookChannel
 from pull_pipeline.config.models import AlertsConfig, EmailConfig, WebhookConfig
 from pull_pipeline.redaction import register_secret
@@ -62,6 +62,33 @@ def test_message_names_source_partitions_first_line_and_link() -> None:
     assert "http://dagster.example:3000/runs/abc-123" in text
     blocks = alert.slack_payload()["blocks"]
     assert "<http://dagster.example:3000/runs/abc-123|open in Dagster>" in blocks[1]["text"]["text"]
+
+
+def test_failed_run_says_what_happens_next() -> None:
+    def next_step(maintenance: str | None, transient: bool, recovers: bool) -> str:
+        return wording.failure_next_step(maintenance, transient, recovers)
+
+    assert next_step("replay", False, True).startswith("replay runs are not retried")
+    assert next_step(None, False, True).startswith("permanent, not retried automatically: fix")
+    assert next_step(None, True, True).startswith("transient: recovery pulls these windows")
+    assert next_step(None, True, False).startswith("transient, and automatic recovery is off")
+    alert = wording.run_failed("plant", "pull_plant", "HTTP 401", ["2024-01-01"], "http://ui/r",
+                               next_step(None, False, True))
+    assert alert.kind == "failed" and alert.summary == "plant: run of pull_plant failed"
+    assert dict(alert.lines())["Next"].startswith("permanent")
+
+
+def test_recovery_alerts_count_the_windows_and_send_held_ones_to_a_person() -> None:
+    back = wording.recovered("plant", ["a", "b"], after_outage=True, link="http://ui/a")
+    assert back.kind == "recovered" and back.summary == "plant is back; 2 windows backfilled"
+    caught_up = wording.recovered("plant", ["a"], after_outage=False, link="http://ui/a")
+    assert caught_up.summary == "plant caught up; 1 missing windows backfilled"
+    held = wording.held("plant", ["a"], "HTTP 401", "http://ui/r")
+    assert held.kind == "attention" and dict(held.lines())["Next"] == wording.RERUN_HINT
+    refused = wording.probe_refused("plant", 3, "HTTP 403", "http://ui/a")
+    assert refused.summary == "plant: the source refuses the recovery probe; 3 window(s) wait"
+    stale = wording.stale("plant", "window 01:00 is 3h late", ["01:00"], "http://ui/a")
+    assert stale.kind == "stale" and stale.error == "window 01:00 is 3h late"
 
 
 def test_webhook_posts_slack_json_without_secrets(webhook_receiver: Any) -> None:

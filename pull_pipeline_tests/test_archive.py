@@ -12,6 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from dagster._core.definitions.sensor_definition import SensorExecutionData
 
 from pull_pipeline.archive import (
     ArchiveError,
@@ -27,8 +28,9 @@ from pull_pipeline.archive import restore as restore_module
 from pull_pipeline.config.loader import Project
 from pull_pipeline.definitions import build_definitions
 from pull_pipeline.defs.archive import windows_to_export
-from pull_pipeline.s3 import S3Folder
-from pull_pipeline.sink.timescale import TimescaleSink, Window
+from pull_pipeline.sink.timescale import TimescaleSink
+from pull_pipeline.storage.s3 import S3Folder
+from pull_pipeline.windows import Window
 from pull_pipeline_tests.helpers import failure_text, make_project, run_source
 from pull_pipeline_tests.s3_server import SECRET_KEY, Bucket
 from pull_pipeline_tests.test_timescale import timescale_dsn  # noqa: F401 - a fixture
@@ -64,7 +66,7 @@ def seed(sink: TimescaleSink, source: str, spans: list[Window], per_hour: int = 
 
 def rows_of(sink: TimescaleSink, source: str) -> list[Row]:
     with sink.connection() as conn:
-        return [tuple(r) for r in conn.execute(  # type: ignore[misc]
+        return [tuple(r) for r in conn.execute(
             f"SELECT sensor_tag, ts, sensor_value FROM {sink.table} WHERE source = %s "
             "ORDER BY ts, sensor_tag", (source,)).fetchall()]
 
@@ -261,13 +263,13 @@ def test_a_window_changed_after_export_is_a_conflict_not_an_overwrite(
     seed(sink, "plant", spans)
     store = ArchiveStore.open(str(tmp_path / "archive"), None)
     export_windows("plant", spans, sink, store, ExportPolicy(timedelta(0)))
-    archived = store.head("plant", spans[1].key)
+    archived = store.digest("plant", spans[1].key)
     with sink.connection() as conn, conn.transaction():  # a late reading arrives in window 1
         conn.execute(f"INSERT INTO {sink.table} VALUES ('plant', 'late', %s, 1.0, now())",
                      (spans[1].start,))
     with pytest.raises(ArchiveError, match="1 windows differ from their existing archive"):
         export_windows("plant", spans, sink, store, ExportPolicy(timedelta(0), True))
-    assert store.head("plant", spans[1].key) == archived
+    assert store.digest("plant", spans[1].key) == archived
     assert [r[0] for r in rows_of(sink, "plant")].count("late") == 1  # window 1 not dropped
     assert len(rows_of(sink, "plant")) == 8 + 1  # window 0 was dropped
 
@@ -295,7 +297,7 @@ def test_a_corrupt_archive_is_not_restored(tmp_path: Path, sink: TimescaleSink) 
         writer.write_table(table.set_column(3, "sensor_value", pa.array(
             [1.0] * table.num_rows)))
         writer.add_key_value_metadata({k: v for k, v in footer.items() if b"ARROW" not in k})
-    assert file_digest(path) != store.head("plant", spans[0].key).digest  # type: ignore[union-attr]
+    assert file_digest(path) != store.digest("plant", spans[0].key)
     with pytest.raises(ArchiveError, match="the window was left as it was"):
         restore_windows("plant", spans, sink, store)
     assert rows_of(sink, "plant") == []
@@ -304,7 +306,8 @@ def test_a_corrupt_archive_is_not_restored(tmp_path: Path, sink: TimescaleSink) 
 def test_drop_chunks_only_for_whole_single_source_chunks(
     tmp_path: Path, timescale_dsn: str  # noqa: F811 - the imported fixture
 ) -> None:
-    sink = TimescaleSink(dsn=timescale_dsn, table="readings_archive", chunk_interval="86400 seconds")
+    sink = TimescaleSink(dsn=timescale_dsn, table="readings_archive",
+                         chunk_interval=timedelta(days=1))
     two_days = windows(48)
     original = seed(sink, "plant", two_days, per_hour=2)
     other = seed(sink, "other", windows(24, T0 + timedelta(days=1)), per_hour=2)
@@ -338,7 +341,7 @@ def test_the_export_sensor_archives_old_windows_oldest_first_one_range_run_at_a_
             instance.report_runless_asset_event(
                 dg.AssetMaterialization(dg.AssetKey(["plant", "readings"]), partition=window.key))
 
-        def tick() -> dg.SensorResult:
+        def tick() -> SensorExecutionData:
             return sensor.evaluate_tick(dg.build_sensor_context(instance=instance,
                                                                 definitions=defs))
 

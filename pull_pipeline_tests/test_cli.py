@@ -25,7 +25,7 @@ from pull_pipeline.cli.appending import add_source, with_source
 from pull_pipeline.cli.guess import guess_fields, guess_records_path, infer_time_unit
 from pull_pipeline.cli.windows import last_complete_window
 from pull_pipeline.config.loader import load_project
-from pull_pipeline.config.models import PartitionsConfig
+from pull_pipeline.config.models import PartitionsConfig, RestSource, SqlSource
 from pull_pipeline.errors import ConfigError
 from pull_pipeline_tests.servers import ReadingsApi, sample_readings
 
@@ -330,11 +330,13 @@ def test_init_source_reads_answers_from_stdin_and_appends_a_block_that_loads(
     assert text.startswith(EXISTING.split("# alerts")[0])  # everything before it, unchanged
     assert text.endswith("# alerts belong to the team\nalerts:\n  throttle: 1h\n")
     source = load_project(config).config.sources["vendor"]
-    assert source.records_path == "result.items"  # type: ignore[union-attr]
+    assert isinstance(source, RestSource)
+    assert source.records_path == "result.items"
     assert source.fields.model_dump() == {"sensor_tag": "name", "relative_time": "t",
                                           "sensor_value": "v"}
     assert source.time_unit == "ms"
-    assert source.auth.model_dump() == {"type": "bearer", "token": "${VENDOR_TOKEN}"}  # type: ignore[union-attr]
+    assert source.auth is not None
+    assert source.auth.model_dump() == {"type": "bearer", "token": "${VENDOR_TOKEN}"}
     assert_no_secret(text + done.stdout + done.stderr, token)
     assert api.requests[0].headers["authorization"] == f"Bearer {token}"  # sampled with it
     out = flat(done.stdout)
@@ -365,10 +367,11 @@ def test_init_source_sql_with_flags_guesses_the_unit_and_moves_the_password_out(
             conn.execute(f"DROP TABLE {table_name}")
     assert code == 0, out
     source = load_project(config).config.sources["plant"]
+    assert isinstance(source, SqlSource)
     assert source.fields.model_dump() == {"sensor_tag": "tag", "relative_time": "epoch_ms",
                                           "sensor_value": "reading"}
     assert source.time_unit == "ms"
-    assert source.password == "${PLANT_DB_PASSWORD}"  # type: ignore[union-attr]
+    assert source.password == "${PLANT_DB_PASSWORD}"
     assert "pa55-w0rd" not in config.read_text()
     assert_no_secret(out, "pa55-w0rd")
 
@@ -419,7 +422,7 @@ def test_time_unit_is_inferred_from_magnitudes(values: list[Any], unit: str | No
 
 
 def test_records_path_and_fields_are_guessed() -> None:
-    body = {"meta": {"warnings": []}, "result": {"items": [
+    body: dict[str, Any] = {"meta": {"warnings": []}, "result": {"items": [
         {"point": "p1", "timestamp": "2025-11-24T16:00:00Z", "reading": 1.5, "quality": "good"},
     ]}}
     assert guess_records_path(body) == "result.items"

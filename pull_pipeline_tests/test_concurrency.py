@@ -14,9 +14,9 @@ import dagster as dg
 import pytest
 import yaml
 
-from pull_pipeline.defs.assets import pool_name
+from pull_pipeline.defs.naming import SourceNames
+from pull_pipeline_tests.daemon_harness import Clock, Daemon, expected_rows, sink_rows
 from pull_pipeline_tests.helpers import make_project
-from pull_pipeline_tests.ops_harness import Clock, Ops, expected_rows, sink_rows
 from pull_pipeline_tests.servers import ReadingsApi, sample_readings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,16 +65,17 @@ def test_pool_limits_follow_the_config(
     tmp_path: Path, readings_api: ReadingsApi, pg_dsn: str, table_name: str,
     instance: dg.DagsterInstance,
 ) -> None:
-    ops = Ops(project_for(tmp_path, readings_api, pg_dsn, table_name, plant=1, mill=3),
-              instance, Clock(T0))
-    assert "set" in (ops.sensor_tick("apply_pool_limits").skip_message or "")
-    assert limits_of(instance) == {pool_name("plant"): (1, False), pool_name("mill"): (3, False)}
-    assert "match" in (ops.sensor_tick("apply_pool_limits").skip_message or "")
+    daemon = Daemon(project_for(tmp_path, readings_api, pg_dsn, table_name, plant=1, mill=3),
+                    instance, Clock(T0))
+    assert "set" in (daemon.sensor_tick("apply_pool_limits").skip_message or "")
+    plant, mill = SourceNames("plant").pool, SourceNames("mill").pool
+    assert limits_of(instance) == {plant: (1, False), mill: (3, False)}
+    assert "match" in (daemon.sensor_tick("apply_pool_limits").skip_message or "")
     # someone changes `concurrency:` for mill and reloads the code location
-    ops = Ops(project_for(tmp_path, readings_api, pg_dsn, table_name, plant=1, mill=2),
-              instance, Clock(T0))
-    ops.sensor_tick("apply_pool_limits")
-    assert limits_of(instance)[pool_name("mill")] == (2, False)
+    daemon = Daemon(project_for(tmp_path, readings_api, pg_dsn, table_name, plant=1, mill=2),
+                    instance, Clock(T0))
+    daemon.sensor_tick("apply_pool_limits")
+    assert limits_of(instance)[mill] == (2, False)
 
 
 def test_two_backfills_of_one_source_never_fetch_at_the_same_time(
@@ -85,8 +86,8 @@ def test_two_backfills_of_one_source_never_fetch_at_the_same_time(
     readings_api.delay = 0.05  # a slow source: two runs' fetches would overlap without a limit
     config = config_for(tmp_path, readings_api, pg_dsn, table_name, plant=1)
     (tmp_path / "sources.yaml").write_text(yaml.safe_dump(config))
-    ops = Ops(make_project(tmp_path, config), instance, Clock(T0))
-    ops.sensor_tick("apply_pool_limits")
+    daemon = Daemon(make_project(tmp_path, config), instance, Clock(T0))
+    daemon.sensor_tick("apply_pool_limits")
     env = {**os.environ, "DAGSTER_HOME": str(dagster_home),
            "PULL_PIPELINE_CONFIG": str(tmp_path / "sources.yaml")}
 
@@ -109,4 +110,5 @@ def test_two_backfills_of_one_source_never_fetch_at_the_same_time(
     assert len(first) == len(second) == 8  # 2 windows x 4 pages each
     assert max(first) < min(second) or max(second) < min(first)  # one after the other
     assert sink_rows(pg_dsn, table_name, "plant") == expected_rows(readings_api.readings)
-    assert instance.event_log_storage.get_concurrency_info(pool_name("plant")).claimed_slots == []
+    pool = SourceNames("plant").pool
+    assert instance.event_log_storage.get_concurrency_info(pool).claimed_slots == []

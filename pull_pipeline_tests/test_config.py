@@ -6,6 +6,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pull_pipeline.config import load_project, parse_config, resolve_env
 from pull_pipeline.config.models import RestSource
@@ -129,6 +130,47 @@ def test_errors_name_source_key_and_fix(tmp_path: Path, snippet: dict, expected:
     assert expected in message
 
 
+@pytest.mark.parametrize(
+    ("snippet", "key", "expected"),
+    [
+        ({"partitions": {"start": "2024-01-01", "cadence": "every hour"}},
+         "sources.plant_a.partitions.cadence", "must be one of 5min, 10min"),
+        ({"partitions": {"start": "2024-01-01", "timezone": "Mars/Olympus"}},
+         "sources.plant_a.partitions.timezone", "not a time zone name"),
+        ({"partitions": {"start": "last monday"}},
+         "sources.plant_a.partitions.start", "expected a date such as 2024-01-01"),
+        ({"timeout": "5 parsecs"}, "sources.plant_a.timeout", "expected a duration"),
+        ({"retries": {"backoff": "soon"}}, "sources.plant_a.retries.backoff",
+         "expected a duration"),
+        ({"url": "ftp://x/readings"}, "sources.plant_a.url", "must start with http://"),
+        ({"max_pagess": 3}, "sources.plant_a.max_pagess", "allowed keys here: allow_empty_replace, auth"),
+        ({"kind": "ftp"}, "sources.plant_a.kind",
+         "must be one of 'rest', 'sql', 'files', 'python'"),
+        ({"kind": None}, "sources.plant_a.kind", "must be one of"),
+        ({"auth": {"type": "tokn"}}, "sources.plant_a.auth.type",
+         "must be one of 'api_key', 'bearer', 'basic'"),
+        ({"auth": {"token": "x"}}, "sources.plant_a.auth", "needs a 'type' key"),
+        ({"pagination": {"type": "pages"}}, "sources.plant_a.pagination.type",
+         "must be one of 'page_number', 'offset', 'cursor', 'next_link', 'none'"),
+        ({"pagination": {"type": "cursor", "cursor": "x"}}, "sources.plant_a.pagination.cursor",
+         "allowed keys here: cursor_path, param, type"),
+    ],
+)
+def test_every_error_names_file_source_and_key(
+    tmp_path: Path, snippet: dict, key: str, expected: str
+) -> None:
+    source = {"kind": "rest", "url": "http://x", "partitions": {"start": "2024-01-01"}, **snippet}
+    path = tmp_path / "sources.yaml"
+    path.write_text(yaml.safe_dump({"sources": {"plant_a": source}}))
+    with pytest.raises(ConfigError) as error:
+        load_project(path)
+    message = str(error.value)
+    assert str(path) in message
+    assert "source 'plant_a'" in message
+    assert key in message
+    assert expected in message
+
+
 def test_unknown_top_level_and_kind(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown key 'sinks'"):
         parse_config({"sinks": {}})
@@ -149,9 +191,24 @@ def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
         load_project(write(tmp_path, "sources: [\n"))
 
 
+def test_a_missing_config_is_an_error_never_the_demo(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PULL_PIPELINE_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as error:
+        load_project()
+    assert f"{tmp_path / 'sources.yaml'}: config file not found" in str(error.value)
+    assert "PULL_PIPELINE_CONFIG" in str(error.value)
+    monkeypatch.setenv("PULL_PIPELINE_CONFIG", str(tmp_path / "mine.yaml"))
+    with pytest.raises(ConfigError, match="mine.yaml: config file not found"):
+        load_project()
+
+
 def test_env_resolved_late_and_redacted(tmp_path: Path) -> None:
     config = load_project(write(tmp_path, CONTRACT)).config
     plant_a = config.sources["plant_a"]
+    assert isinstance(plant_a, RestSource)
     assert plant_a.auth.value == "${PLANT_A_KEY}"  # type: ignore[union-attr]
     with pytest.raises(ConfigError) as error:
         resolve_env(plant_a, where="source 'plant_a'", environ={})
@@ -159,6 +216,59 @@ def test_env_resolved_late_and_redacted(tmp_path: Path) -> None:
     resolved = resolve_env(plant_a, "source 'plant_a'", environ={"PLANT_A_KEY": "k-123456789"})
     assert resolved.auth.value == "k-123456789"  # type: ignore[union-attr]
     assert redact("sent header X-API-Key: k-123456789") == "sent header X-API-Key: ***"
+
+
+def test_a_lag_the_cadence_cannot_take_names_file_source_and_key(tmp_path: Path) -> None:
+    """The schedule's cron is the cadence's moved by `lag`; one it cannot express fails at load."""
+    source = {"kind": "rest", "url": "http://x",
+              "partitions": {"start": "2024-01-01", "cadence": "0 0 28 * *", "lag": "2 days"}}
+    path = tmp_path / "sources.yaml"
+    path.write_text(yaml.safe_dump({"sources": {"x": source}}))
+    with pytest.raises(ConfigError) as error:
+        load_project(path)
+    contained = load_project(path, contain=True)
+    assert [broken.name for broken in contained.broken] == ["x"]
+    for message in (str(error.value), contained.broken[0].error):
+        assert str(path) in message
+        assert "source 'x'" in message
+        assert "partitions.lag" in message
+        assert "cannot be added to the cadence '0 0 28 * *'" in message
+
+
+def test_run_time_config_errors_name_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`${NAME}` is resolved when the source runs; its error still names file, source and key."""
+    from pull_pipeline.connectors import make_connector
+    from pull_pipeline.defs.context import SourceContext
+    from pull_pipeline.defs.recovery import probe_source
+
+    monkeypatch.delenv("PP_TEST_UNSET_KEY", raising=False)
+    path = write(tmp_path, """
+sources:
+  x:
+    kind: rest
+    url: http://127.0.0.1:9/readings
+    auth: {type: api_key, header: X-API-Key, value: ${PP_TEST_UNSET_KEY}}
+    partitions: {start: "2024-01-01"}
+  y:
+    kind: sql
+    url: nosuchdb://reader@host/db
+    query: SELECT * FROM t WHERE ts >= :start AND ts < :end
+    partitions: {start: "2024-01-01"}
+""")
+    project = load_project(path)
+    x = project.config.sources["x"]
+    with pytest.raises(ConfigError) as error:
+        resolve_env(x, where=project.where("x"))
+    probe = probe_source(SourceContext.build(project, "x", x))
+    for message in (str(error.value), probe.message):
+        assert f"{path}: source 'x'" in message
+        assert "PP_TEST_UNSET_KEY" in message and "'value'" in message
+    with pytest.raises(ConfigError) as error:
+        make_connector("y", project.config.sources["y"], project.path)
+    assert str(path) in str(error.value) and "'y'" in str(error.value)
+    assert "nosuchdb" in str(error.value)
 
 
 def test_redaction_masks_url_passwords_and_query_keys() -> None:

@@ -128,7 +128,7 @@ def test_longest_table_name_creates_its_schema_untruncated(tmp_path: Path, pg_ds
                 f"{table}_rejects_id_seq", f"{table}_rejects_pkey", f"{table}_pkey",
                 f"{table}_rollup_1h", f"{table}_rollup_10079min"}
     expected |= {f"{table}_ts_idx"} if timescale else {
-        f"{table}_ts_brin", f"{table}_rollup_1h_pkey", f"{table}_rollup_10079min_pkey"}
+        f"{table}_source_ts_idx", f"{table}_rollup_1h_pkey", f"{table}_rollup_10079min_pkey"}
     assert expected <= relations
     assert all(name.startswith(table) for name in relations | constraints), relations | constraints
     with psycopg.connect(pg_dsn, autocommit=True) as conn:

@@ -9,6 +9,7 @@ import dagster as dg
 
 from pull_pipeline.config.loader import load_project
 from pull_pipeline.definitions import build_definitions
+from pull_pipeline.defs.naming import SourceNames, source_of
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,5 +47,4 @@ def test_assets_are_partitioned_single_run_backfills_in_one_pool_per_source() ->
         assert isinstance(assets_def, dg.AssetsDefinition)
         assert isinstance(assets_def.partitions_def, dg.TimeWindowPartitionsDefinition)
         assert assets_def.backfill_policy == dg.BackfillPolicy.single_run()
-        source = assets_def.key.path[0]
-        assert assets_def.node_def.pools == {f"pull_pipeline_{source}"}
+        assert assets_def.node_def.pools == {SourceNames(source_of(assets_def.key)).pool}

@@ -10,8 +10,8 @@ import dagster as dg
 
 from pull_pipeline.config.models import FreshnessConfig
 from pull_pipeline.freshness import State, judge
+from pull_pipeline_tests.daemon_harness import Clock, Daemon
 from pull_pipeline_tests.helpers import make_project
-from pull_pipeline_tests.ops_harness import Clock, Ops
 from pull_pipeline_tests.servers import ReadingsApi, sample_readings
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -80,14 +80,14 @@ def test_stale_source_fails_and_alerts_despite_an_old_backfill(
     project = project_for(tmp_path, readings_api, pg_dsn, table_name, webhook_receiver.url)
     clock = Clock(at(5.5))
     with dg.instance_for_test() as instance:
-        ops = Ops(project, instance, clock)
-        job = ops.defs.resolve_job_def("pull_plant")
+        daemon = Daemon(project, instance, clock)
+        job = daemon.defs.resolve_job_def("pull_plant")
         # only an old window is loaded: a backfill of 2024-01-01-00:00, just now
         assert job.execute_in_process(instance=instance, partition_key="2024-01-01-00:00").success
         latest = instance.get_latest_materialization_event(READINGS)
         assert latest is not None  # what Dagster's built-in freshness would count as fresh
 
-        tick = ops.sensor_tick("freshness_plant")
+        tick = daemon.sensor_tick("freshness_plant")
         record = latest_freshness(instance)
         assert record.status.value == "FAILED"
         evaluation = record.event.dagster_event.event_specific_data
@@ -97,17 +97,17 @@ def test_stale_source_fails_and_alerts_despite_an_old_backfill(
         assert "plant is stale" in alert["text"] and "2024-01-01-02:00" in alert["text"]
         assert "http://dagster.example:3000/assets/plant/readings" in alert["text"]
 
-        ops.sensor_tick("freshness_plant")  # unchanged: nothing new recorded, no new alert
+        daemon.sensor_tick("freshness_plant")  # unchanged: nothing new recorded, no new alert
         assert latest_freshness(instance).id == record.id
         assert len(webhook_receiver.payloads) == 1
 
         for key in ("2024-01-01-02:00", "2024-01-01-03:00"):
             assert job.execute_in_process(instance=instance, partition_key=key).success
-        ops.sensor_tick("freshness_plant")
+        daemon.sensor_tick("freshness_plant")
         warn = latest_freshness(instance).event.dagster_event.event_specific_data
         assert not warn.passed and warn.severity == dg.AssetCheckSeverity.WARN  # 04:00 missing
         assert job.execute_in_process(instance=instance, partition_key="2024-01-01-04:00").success
-        ops.sensor_tick("freshness_plant")
+        daemon.sensor_tick("freshness_plant")
         assert latest_freshness(instance).status.value == "SUCCEEDED"
         assert len(webhook_receiver.payloads) == 1  # WARN and fresh do not page anyone
     assert tick.cursor == "stale:2024-01-01-02:00"
@@ -119,9 +119,43 @@ def test_freshness_check_runs_on_demand_from_the_ui(
 ) -> None:
     project = project_for(tmp_path, readings_api, pg_dsn, table_name, webhook_receiver.url)
     with dg.instance_for_test() as instance:
-        ops = Ops(project, instance, Clock(at(5.5)))
-        check_job = ops.defs.resolve_implicit_global_asset_job_def().get_subset(
+        daemon = Daemon(project, instance, Clock(at(5.5)))
+        check_job = daemon.defs.resolve_implicit_global_asset_job_def().get_subset(
             asset_check_selection={dg.AssetCheckKey(READINGS, "freshness")}, asset_selection=set())
         result = check_job.execute_in_process(instance=instance, raise_on_error=False)
         (evaluation,) = result.get_asset_check_evaluations()
     assert not evaluation.passed and evaluation.metadata["state"].value == "stale"
+
+
+def test_a_failed_ui_run_of_an_old_window_does_not_leave_freshness_failed(
+    tmp_path: Path, readings_api: ReadingsApi, pg_dsn: str, table_name: str,
+    webhook_receiver: Any,
+) -> None:
+    """The UI's Materialize on `readings` includes the freshness check; when that run fails,
+    the check shows "execution failed". Its sensor puts the verdict back at the next tick."""
+    readings_api.readings = sample_readings(duration=timedelta(hours=5))
+    project = project_for(tmp_path, readings_api, pg_dsn, table_name, webhook_receiver.url)
+    with dg.instance_for_test() as instance:
+        daemon = Daemon(project, instance, Clock(at(5.5)))
+        job = daemon.defs.resolve_job_def("pull_plant")
+        for hour in range(5):
+            key = f"2024-01-01-0{hour}:00"
+            assert job.execute_in_process(instance=instance, partition_key=key).success
+        daemon.sensor_tick("freshness_plant")
+        assert latest_freshness(instance).status.value == "SUCCEEDED"
+
+        readings_api.stop()  # the source is down: a manual rerun of an old window fails
+        ui_run = daemon.defs.resolve_implicit_global_asset_job_def().get_subset(
+            asset_selection={dg.AssetKey(["plant", "raw"]), READINGS},
+            asset_check_selection={dg.AssetCheckKey(READINGS, "freshness"),
+                                   dg.AssetCheckKey(READINGS, "valid_rows"),
+                                   dg.AssetCheckKey(dg.AssetKey(["plant", "raw"]), "has_rows")})
+        failed = ui_run.execute_in_process(instance=instance, partition_key="2024-01-01-00:00",
+                                           raise_on_error=False)
+        assert not failed.success
+        assert latest_freshness(instance).run_id == failed.run_id  # what the UI would show
+
+        daemon.sensor_tick("freshness_plant")
+        record = latest_freshness(instance)
+    assert record.run_id == "" and record.status.value == "SUCCEEDED"
+    assert webhook_receiver.payloads == []  # fresh all along: nobody was paged

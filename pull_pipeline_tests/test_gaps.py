@@ -12,8 +12,8 @@ import pandas as pd
 from pull_pipeline.defs.alerting import run_failure
 from pull_pipeline.sink.gaps import find_gaps
 from pull_pipeline.sink.timescale import TimescaleSink, Window
+from pull_pipeline_tests.daemon_harness import Clock, Daemon
 from pull_pipeline_tests.helpers import make_project
-from pull_pipeline_tests.ops_harness import Clock, Ops
 from pull_pipeline_tests.servers import ReadingsApi, sample_readings
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -50,7 +50,7 @@ def test_gaps_are_listed_per_sensor_and_warn_by_default(
     readings_api.readings = readings_with_holes()
     project = project_for(tmp_path, readings_api, pg_dsn, table_name, blocking=False)
     with dg.instance_for_test() as instance:
-        job = Ops(project, instance, Clock(T0)).defs.resolve_job_def("pull_plant")
+        job = Daemon(project, instance, Clock(T0)).defs.resolve_job_def("pull_plant")
         clean = job.execute_in_process(instance=instance, partition_key="2024-01-01-00:00")
         holes = job.execute_in_process(instance=instance, partition_key=SECOND)
     assert clean.success and gap_evaluation(clean).passed
@@ -73,7 +73,7 @@ def test_blocking_gap_check_fails_the_run_as_a_permanent_failure(
     readings_api.readings = readings_with_holes()
     project = project_for(tmp_path, readings_api, pg_dsn, table_name, blocking=True)
     with dg.instance_for_test() as instance:
-        job = Ops(project, instance, Clock(T0)).defs.resolve_job_def("pull_plant")
+        job = Daemon(project, instance, Clock(T0)).defs.resolve_job_def("pull_plant")
         job.execute_in_process(instance=instance, partition_key="2024-01-01-00:00")
         result = job.execute_in_process(instance=instance, partition_key=SECOND,
                                         raise_on_error=False)

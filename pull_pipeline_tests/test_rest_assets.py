@@ -30,7 +30,9 @@ def rest_project(tmp_path: Path, api: Any, pg_dsn: str, table: str, **overrides:
 
 def count(dsn: str, table: str) -> int:
     with psycopg.connect(dsn) as conn:
-        return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 def test_transient_errors_retry_then_load_exactly(

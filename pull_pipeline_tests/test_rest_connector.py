@@ -90,7 +90,8 @@ def wrong(auth: dict[str, Any]) -> dict[str, Any]:
 
 
 def secret_of(auth: dict[str, Any]) -> str:
-    return next(auth[k] for k in SECRET_KEYS if k in auth)
+    secret: str = next(auth[k] for k in SECRET_KEYS if k in auth)
+    return secret
 
 
 # --- auth ------------------------------------------------------------------------------------

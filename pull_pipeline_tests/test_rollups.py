@@ -72,7 +72,7 @@ def assert_equal(got: dict[tuple, tuple], want: dict[tuple, tuple]) -> None:
 
 @pytest.fixture
 def sink(pg_dsn: str, table_name: str) -> TimescaleSink:
-    return TimescaleSink(dsn=pg_dsn, table=table_name, rollups=["3600 seconds", "86400 seconds"])
+    return TimescaleSink(dsn=pg_dsn, table=table_name, rollups=[timedelta(hours=1), timedelta(days=1)])
 
 
 def test_rollups_equal_the_readings_after_loads_and_reruns(
@@ -120,7 +120,7 @@ def test_a_plain_table_becomes_a_hypertable_with_its_rows(
         conn.execute(f"INSERT INTO {table_name} (source, sensor_tag, ts, sensor_value) "
                      "SELECT 'old', 't', %s + g * interval '1 minute', g "
                      "FROM generate_series(0, 2999) AS g", (T0 - timedelta(days=3),))
-    sink = TimescaleSink(dsn=pg_dsn, table=table_name, rollups=["3600 seconds"])
+    sink = TimescaleSink(dsn=pg_dsn, table=table_name, rollups=[timedelta(hours=1)])
     load(sink, 0)
     with psycopg.connect(pg_dsn) as conn:
         hypertable = conn.execute(

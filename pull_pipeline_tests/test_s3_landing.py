@@ -9,12 +9,13 @@ import pyarrow as pa
 import pytest
 from boto3.s3.transfer import TransferConfig
 
-from pull_pipeline import s3 as s3_module
 from pull_pipeline.config.models import FieldMap, S3Config
 from pull_pipeline.connectors.base import raw_schema
-from pull_pipeline.defs.resources import LandingResource
-from pull_pipeline.landing import LandingMissing
-from pull_pipeline.s3 import S3Landing, StorageError, parse_s3_url, s3_client
+from pull_pipeline.defs.resources import LandingResource, S3Settings
+from pull_pipeline.landing import LandingMissing, LandingStore
+from pull_pipeline.storage import ObjectMissing, StorageError, open_folder
+from pull_pipeline.storage import s3 as s3_module
+from pull_pipeline.storage.s3 import S3Folder, parse_s3_url, s3_client
 from pull_pipeline_tests.s3_server import SECRET_KEY, Bucket
 
 SCHEMA = raw_schema(FieldMap())
@@ -28,11 +29,11 @@ def batch(rows: int, offset: int = 0) -> pa.Table:
     }, schema=SCHEMA)
 
 
-def landing_for(bucket: Bucket, prefix: str = "landing/zone") -> S3Landing:
+def landing_for(bucket: Bucket, prefix: str = "landing/zone") -> LandingStore:
     resource = LandingResource(path=bucket.url(prefix),
-                               s3_json=S3Config.model_validate(bucket.config).model_dump_json())
+                               s3=S3Settings.from_config(S3Config.model_validate(bucket.config)))
     store = resource.store()
-    assert isinstance(store, S3Landing)
+    assert isinstance(store.folder, S3Folder)
     return store
 
 
@@ -55,7 +56,6 @@ def test_a_window_lands_as_one_object_with_rows_and_run_id(s3_bucket: Bucket) ->
     head = s3_bucket.client.head_object(Bucket=s3_bucket.name, Key=key)
     assert head["Metadata"] == {"rows": "15", "pages": "2", "run-id": "run-123"}
     assert landing.uri("plant", "2024-01-01-00:00") == f"s3://{s3_bucket.name}/{key}"
-    assert landing.exists("plant", "2024-01-01-00:00")
     assert landing.pages("plant", "2024-01-01-00:00") == 2
     back = pa.concat_tables(landing.read("plant", "2024-01-01-00:00"))
     assert back.equals(pa.concat_tables([batch(10), batch(5, offset=10)]))
@@ -107,3 +107,28 @@ def test_a_ca_bundle_path_is_accepted_for_verify(tmp_path: Path) -> None:
     bundle.write_text("")
     client = s3_client(S3Config(endpoint_url="https://127.0.0.1:9", verify=str(bundle)), "t")
     assert client._endpoint.http_session._verify == str(bundle)
+
+
+@pytest.mark.parametrize("kind", ["local", "s3"])
+def test_both_folders_keep_the_same_protocol(kind: str, tmp_path: Path, s3_bucket: Bucket) -> None:
+    url = str(tmp_path / "f") if kind == "local" else s3_bucket.url("f")
+    folder = open_folder(url, S3Config.model_validate(s3_bucket.config), where="test")
+    with pytest.raises(RuntimeError), folder.write("a/x.txt") as pending:
+        pending.path.write_text("half")
+        raise RuntimeError("the writer broke")
+    assert folder.info("a/x.txt") is None
+    with folder.write("a/x.txt") as pending:
+        pending.path.write_text("whole")
+        pending.metadata["rows"] = "1"
+    folder.copy("a/x.txt", "b/y.txt")
+    assert [info.name for info in folder.list()] == ["a/x.txt", "b/y.txt"]
+    assert [info.name for info in folder.list("b/")] == ["b/y.txt"]
+    info = folder.info("b/y.txt")
+    assert info is not None and info.size == 5
+    assert info.metadata == ({"rows": "1"} if kind == "s3" else None)
+    with folder.open("b/y.txt") as path:
+        assert path.read_text() == "whole"
+    folder.delete("a/x.txt")
+    with pytest.raises(ObjectMissing), folder.open("a/x.txt"):
+        pass
+    assert folder.uri("b/y.txt").endswith("f/b/y.txt")

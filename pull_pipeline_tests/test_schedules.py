@@ -9,14 +9,40 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from pull_pipeline.defs.operations import build_operations
+from pull_pipeline.definitions import build_definitions
 from pull_pipeline.errors import ConfigError
-from pull_pipeline.scheduling import shift_cron
+from pull_pipeline.scheduling import complete_windows, newest_windows, shift_cron
+from pull_pipeline.windows import Window
+from pull_pipeline_tests.daemon_harness import Clock, Daemon, expected_rows, sink_rows
 from pull_pipeline_tests.helpers import make_project
-from pull_pipeline_tests.ops_harness import Clock, Ops, expected_rows, sink_rows
 from pull_pipeline_tests.servers import sample_readings
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
+HOUR = timedelta(hours=1)
+
+
+class Hours:
+    """A plain `scheduling.Calendar`: hourly windows from T0, keyed by their start hour."""
+
+    start = T0
+
+    def keys_between(self, since: datetime, until: datetime) -> list[str]:
+        first = T0 + (since - T0) // HOUR * HOUR
+        return [f"{first + n * HOUR:%H}" for n in range(-(-(until - first) // HOUR))]
+
+    def end_of(self, key: str) -> datetime:
+        return T0 + (int(key) + 1) * HOUR
+
+    def window_before(self, moment: datetime) -> Window | None:
+        end = T0 + (moment - T0) // HOUR * HOUR
+        return Window(f"{end - HOUR:%H}", end - HOUR, end)
+
+
+def test_due_windows_are_decided_on_plain_datetimes() -> None:
+    assert complete_windows(Hours(), T0 - 5 * HOUR, T0 + 3 * HOUR + HOUR / 2) == ["00", "01", "02"]
+    assert complete_windows(Hours(), T0 + 3 * HOUR, T0 + 3 * HOUR) == []
+    assert newest_windows(Hours(), T0 + 3 * HOUR + HOUR / 2, 2) == ["02", "01"]
+    assert newest_windows(Hours(), T0 + HOUR, 5) == ["00"]  # nothing before the first window
 
 
 def project_for(tmp_path: Path, api: Any, pg_dsn: str, table: str, **source: Any):
@@ -59,20 +85,19 @@ def test_operations_of_every_source_are_in_the_definitions(
             "quiet": readings_api.source_config(paused=True),
         },
     })
-    ops = build_operations(project)
+    ops = build_definitions(project)
     schedules = {s.name: s for s in ops.schedules or []}
     sensors = {s.name: s for s in ops.sensors or []}
-    assert sorted(job.name for job in ops.jobs or []) == ["pull_plant", "pull_quiet"]
+    assert sorted(job.name for job in ops.jobs or [] if job.name.startswith("pull_")) == [
+        "pull_plant", "pull_quiet"]
     assert sorted(schedules) == ["pull_plant_schedule", "pull_quiet_schedule"]
     assert sorted(sensors) == ["alert_on_run_failure", "apply_pool_limits", "freshness_plant",
-                               "recover_plant", "recover_quiet"]
+                               "recover_plant", "recover_quiet", "sink_health"]
     assert schedules["pull_plant_schedule"].default_status == dg.DefaultScheduleStatus.RUNNING
     assert schedules["pull_quiet_schedule"].default_status == dg.DefaultScheduleStatus.STOPPED
     assert sensors["recover_plant"].default_status == dg.DefaultSensorStatus.RUNNING
     assert sensors["recover_quiet"].default_status == dg.DefaultSensorStatus.STOPPED
     assert sensors["alert_on_run_failure"].default_status == dg.DefaultSensorStatus.RUNNING
-
-    from pull_pipeline.definitions import build_definitions
 
     repo = build_definitions(project).get_repository_def()
     assert {"pull_plant", "pull_quiet"} <= {job.name for job in repo.get_all_jobs()}
@@ -95,7 +120,7 @@ def test_tick_requests_newest_window_and_lookback_with_stable_run_keys(
 ) -> None:
     project = project_for(tmp_path, readings_api, pg_dsn, table_name, lookback=2)
     with dg.instance_for_test() as instance:
-        ops = Ops(project, instance, Clock(T0))
+        ops = Daemon(project, instance, Clock(T0))
         schedule = ops.defs.resolve_schedule_def("pull_plant_schedule")
         assert schedule.cron_schedule == "5 * * * *"
         tick = datetime(2024, 1, 1, 5, 5, tzinfo=UTC)
@@ -118,7 +143,7 @@ def test_first_ticks_request_only_windows_that_exist(
 ) -> None:
     project = project_for(tmp_path, readings_api, pg_dsn, table_name, lookback=3)
     with dg.instance_for_test() as instance:
-        ops = Ops(project, instance, Clock(T0))
+        ops = Daemon(project, instance, Clock(T0))
         assert [r.partition_key for r in ops.schedule_tick("plant", T0 + timedelta(minutes=5))] \
             == []
         keys = [r.partition_key for r in ops.schedule_tick("plant", T0 + timedelta(hours=2, minutes=5))]
@@ -130,7 +155,7 @@ def test_paused_source_schedule_skips_even_when_started(
 ) -> None:
     project = project_for(tmp_path, readings_api, pg_dsn, table_name, paused=True)
     with dg.instance_for_test() as instance:
-        ops = Ops(project, instance, Clock(T0))
+        ops = Daemon(project, instance, Clock(T0))
         schedule = ops.defs.resolve_schedule_def("pull_plant_schedule")
         data = schedule.evaluate_tick(dg.build_schedule_context(
             instance=instance, scheduled_execution_time=T0 + timedelta(hours=3, minutes=5),
@@ -148,7 +173,7 @@ def test_late_rows_are_in_the_sink_after_the_next_tick_with_lookback(
     readings_api.readings = list(on_time)
     project = project_for(tmp_path, readings_api, pg_dsn, table_name, lookback=2)
     with dg.instance_for_test() as instance:
-        ops = Ops(project, instance, Clock(T0))
+        ops = Daemon(project, instance, Clock(T0))
         first = ops.schedule_tick("plant", datetime(2024, 1, 1, 1, 5, tzinfo=UTC))
         assert ops.execute_all(first, "plant") == [True]
         assert sink_rows(pg_dsn, table_name, "plant") == expected_rows(

@@ -236,6 +236,7 @@ def test_echoed_secrets_reach_no_log_event_or_file(
                     if failure.user_failure_data}
     assert len(descriptions) == len(ECHOES)
     for description in descriptions:  # each echo reached its message, masked
+        assert description is not None
         assert "rejected the request (HTTP 400" in description and f"rejected {MASK}" in description
 
     compute_logs = [p for p in home.rglob("*") if p.is_file() and "compute_logs" in p.parts]

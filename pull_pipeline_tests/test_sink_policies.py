@@ -34,3 +34,9 @@ def test_an_overdue_job_is_reported() -> None:
     assert due is not None and "was due at" in due
     stale = job(created_or_last_success=NOW - timedelta(days=2), next_start=None).problem(NOW)
     assert stale is not None and "has not succeeded since" in stale
+
+
+def test_a_paused_job_is_reported_with_how_to_resume_it() -> None:
+    problem = job(scheduled=False, next_start=None).problem(NOW)
+    assert problem is not None and "is paused" in problem
+    assert "alter_job(1000, scheduled => true)" in problem and "CALL run_job(1000)" in problem

@@ -14,7 +14,7 @@ import socket
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
@@ -65,7 +65,7 @@ def pull(conn: SqlConnector, start: datetime, end: datetime) -> list[pa.Table]:
 
 def canonical(conn: SqlConnector, start: datetime, end: datetime) -> pd.DataFrame:
     tables = pull(conn, start, end)
-    return to_canonical(pa.concat_tables(tables), conn.source)
+    return to_canonical(pa.concat_tables(tables), conn.config)
 
 
 # --- fixtures ----------------------------------------------------------------------------
@@ -115,7 +115,8 @@ def sqlite_url(tmp_path_factory: pytest.TempPathFactory, table: str) -> str:
 @pytest.fixture(params=["pg-copy", "pg-cursor", "sqlite"])
 def url(request: pytest.FixtureRequest) -> str:
     if request.param == "sqlite":
-        return request.getfixturevalue("sqlite_url")
+        sqlite: str = request.getfixturevalue("sqlite_url")
+        return sqlite
     dsn: str = request.getfixturevalue("pg_url")
     if request.param == "pg-cursor":
         return dsn.replace("postgresql://", "postgresql+psycopg2://", 1)
@@ -125,7 +126,9 @@ def url(request: pytest.FixtureRequest) -> str:
 def count_intruders(url: str, table: str) -> int:
     if url.startswith("sqlite"):
         with closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as db:
-            return db.execute(f"SELECT count(*) FROM {table} WHERE tag = 'intruder'").fetchone()[0]
+            count: int = db.execute(
+                f"SELECT count(*) FROM {table} WHERE tag = 'intruder'").fetchone()[0]
+            return count
     dsn = url.replace("+psycopg2", "")
     with psycopg.connect(dsn) as db:
         row = db.execute(f"SELECT count(*) FROM {table} WHERE tag = 'intruder'").fetchone()
@@ -251,6 +254,7 @@ def test_copy_chunks_over_a_megabyte_keep_quoted_newlines(pg_url: str) -> None:
 def test_closing_early_releases_the_connection(pg_url: str, table: str) -> None:
     conn = connector(pg_url, query(table), chunk_size=100)
     batches = conn.fetch(utc(T0), utc(T0 + SECONDS))
+    assert isinstance(batches, Generator)  # closable, as `Connector.fetch` returns
     assert next(batches).num_rows == 100
     batches.close()
     with psycopg.connect(pg_url) as db:

@@ -183,10 +183,9 @@ ONE_STATEMENT_DRIVERS = {"pg-copy": "pg_db", "sqlite": "sqlite_db", "mariadb": "
 
 @pytest.fixture(params=["pg-copy", "pg-cursor", "sqlite", "mariadb"])
 def db(request: pytest.FixtureRequest) -> Db:
-    if request.param == "sqlite":
-        return request.getfixturevalue("sqlite_db")
-    if request.param == "mariadb":
-        return request.getfixturevalue("mariadb_db")
+    if request.param in ("sqlite", "mariadb"):
+        other: Db = request.getfixturevalue(f"{request.param}_db")
+        return other
     pg: Db = request.getfixturevalue("pg_db")
     if request.param == "pg-cursor":
         url = pg.url.replace("postgresql://", "postgresql+psycopg2://", 1)

@@ -111,15 +111,16 @@ def compression_job(dsn: str, table: str) -> int:
             "SELECT job_id FROM timescaledb_information.jobs WHERE hypertable_name = %s "
             "AND proc_name = 'policy_compression'", (table,)).fetchone()
     assert row, f"no compression policy on {table}"
-    return row[0]
+    job_id: int = row[0]
+    return job_id
 
 
 @pytest.fixture
 def compressed(timescale_dsn: str) -> tuple[TimescaleSink, pd.DataFrame]:  # noqa: F811
     """Two days of 150,000 rows each, loaded by the sink and compressed (1-day chunks)."""
     table = f"readings_{uuid.uuid4().hex[:8]}"
-    sink = TimescaleSink(dsn=timescale_dsn, table=table, chunk_interval="86400 seconds",
-                         compress_after="604800 seconds")
+    sink = TimescaleSink(dsn=timescale_dsn, table=table, chunk_interval=timedelta(days=1),
+                         compress_after=timedelta(days=7))
     with sink.session():  # creates the hypertable and its compression policy
         pass
     with psycopg.connect(timescale_dsn, autocommit=True) as conn:

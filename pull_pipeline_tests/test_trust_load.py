@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -253,7 +253,7 @@ def test_a_locked_sink_table_fails_within_lock_timeout_naming_it(
 def test_the_schema_check_does_not_queue_behind_loads_in_flight(
     pg_dsn: str, table_name: str
 ) -> None:
-    sink = TimescaleSink(dsn=pg_dsn, table=table_name, lock_timeout="2 seconds")
+    sink = TimescaleSink(dsn=pg_dsn, table=table_name, lock_timeout=timedelta(seconds=2))
     with sink.load("src", [Window("w", T0, T0.replace(hour=1))]):
         pass
     with psycopg.connect(pg_dsn) as loader:  # a load in flight: ROW EXCLUSIVE on the table

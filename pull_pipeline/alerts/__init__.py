@@ -1,7 +1,8 @@
 """Alerts for on-call: message building, webhook and e-mail channels, and throttling.
 
 Plain Python with no Dagster import: the sensors in `pull_pipeline.defs` decide *when* to
-alert; this package decides *what* is said, *where* it goes and *how often*.
+alert; this package decides *what* is said (`wording`: one function per situation, `message`:
+rendering), *where* it goes (`channels`) and *how often* (`throttle`).
 """
 
 from pull_pipeline.alerts.alerter import Alerter, Delivery

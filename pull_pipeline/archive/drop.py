@@ -17,7 +17,8 @@ import psycopg
 from psycopg import sql
 
 from pull_pipeline.archive.checksum import Digest, sink_digest
-from pull_pipeline.sink.timescale import TableNames, Window
+from pull_pipeline.sink.timescale import TableNames
+from pull_pipeline.windows import Window
 
 
 @dataclass

@@ -29,8 +29,9 @@ from psycopg import sql
 from pull_pipeline.archive.checksum import Digest, file_digest, sink_digest
 from pull_pipeline.archive.drop import drop_windows
 from pull_pipeline.archive.store import ArchiveError, ArchiveStore, keys_listed, window_errors
-from pull_pipeline.s3 import temp_path
-from pull_pipeline.sink.timescale import TableNames, TimescaleSink, Window
+from pull_pipeline.sink.timescale import TableNames, TimescaleSink
+from pull_pipeline.storage import temp_path
+from pull_pipeline.windows import Window
 
 log = logging.getLogger("pull_pipeline.archive")
 FETCH_ROWS = 100_000
@@ -126,20 +127,19 @@ def _export_one(
     store: ArchiveStore, run_id: str,
 ) -> tuple[str, Digest, Digest | None]:
     """Export one window unless it is archived already; returns what happened."""
-    archived = store.head(name, window.key)
-    before = archived.digest if archived else None
+    archived = store.digest(name, window.key)
     with temp_path(".parquet") as local:
         with conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             digest = sink_digest(conn, names, name, window.start, window.end)
             if archived is not None:
-                if archived.digest == digest:
+                if archived == digest:
                     store.discard_incomplete(name, window.key)
-                    return ARCHIVED, digest, before
+                    return ARCHIVED, digest, archived
                 if digest.rows == 0:
-                    return DROPPED, digest, before
-                if archived.digest.rows:
-                    return CONFLICT, digest, before
+                    return DROPPED, digest, archived
+                if archived.rows:
+                    return CONFLICT, digest, archived
             metadata = {
                 "rows": str(digest.rows), "checksum": digest.checksum, "run-id": run_id,
                 "source": name, "partition": window.key,
@@ -155,7 +155,7 @@ def _export_one(
                     f"{digest}; it was not published and nothing was dropped")
 
         store.publish(name, window.key, local, metadata, verify)
-    return EXPORTED, digest, before
+    return EXPORTED, digest, archived
 
 
 def _write_window(

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 from pull_pipeline.archive.checksum import Checksum, Digest, reading_batches, sink_digest
 from pull_pipeline.archive.store import ArchiveError, ArchiveStore, keys_listed, window_errors
-from pull_pipeline.sink.timescale import TimescaleSink, Window
+from pull_pipeline.sink.timescale import TimescaleSink
+from pull_pipeline.windows import Window
 
 log = logging.getLogger("pull_pipeline.archive")
 
@@ -48,24 +49,24 @@ def restore_windows(
     report = RestoreReport(windows=len(windows))
     for window in windows:
         with window_errors(name, window.key):
-            archived = store.head(name, window.key)
+            archived = store.digest(name, window.key)
         if archived is None:
             report.not_archived.append(window.key)
             continue
         with sink.connection() as conn:
             present = sink_digest(conn, sink.names, name, window.start, window.end)
-        if present == archived.digest:
+        if present == archived:
             report.already_present.append(window.key)
             outcome = "already present"
         else:
             with window_errors(name, window.key):
-                _restore_one(name, window, sink, store, archived.digest, run_id)
+                _restore_one(name, window, sink, store, archived, run_id)
             report.restored.append(window.key)
-            report.rows_restored += archived.digest.rows
+            report.rows_restored += archived.rows
             outcome = "restored"
             if on_restored:
-                on_restored(window, archived.digest.rows)
-        progress(f"{name}: {window.key}: {outcome} ({archived.digest}); {report.done} of "
+                on_restored(window, archived.rows)
+        progress(f"{name}: {window.key}: {outcome} ({archived}); {report.done} of "
                  f"{report.windows} windows done")
     if report.not_archived:
         keys = report.not_archived

@@ -147,6 +147,8 @@ def _preferred(path: str) -> int:
 def _at(body: Any, path: str) -> list[Any]:
     for key in path.split(".") if path else ():
         body = body[key]
+    if not isinstance(body, list):  # never for a path from `list_paths`
+        raise TypeError(f"{path or 'the document'} is {type(body).__name__}, not a list")
     return body
 
 

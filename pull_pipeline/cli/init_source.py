@@ -171,7 +171,7 @@ def _rest(ask: Prompter, args: argparse.Namespace, name: str, start: datetime,
             header = None if param else ask.ask("header carrying the key ('?name' for a query "
                                                 "parameter)", "X-API-Key", args.auth_header)
             if header and header.startswith("?"):
-                header, param = None, header[1:]
+                param, header = header[1:], None
             auth |= {"query_param": param} if param else {"header": header}
             auth["value"] = f"${{{variable}}}"
         elif kind == "bearer":
@@ -187,10 +187,10 @@ def _rest(ask: Prompter, args: argparse.Namespace, name: str, start: datetime,
         sampled["auth"] = {k: secret if PLACEHOLDER.fullmatch(str(v)) else v
                            for k, v in auth.items()}
     try:
-        source = RestSource.model_validate(sampled)
+        config = RestSource.model_validate(sampled)
     except ValidationError as exc:
         raise ConfigError(f"{name}: {exc.errors()[0]['msg']}") from None
-    body = rest_first_page(name, source, start, now).body
+    body = rest_first_page(name, config, start, now).body
     path = guess_records_path(body)
     if path is None:
         raise ConfigError(f"{name}: no list of records in the answer for [{start:%Y-%m-%d %H:%M}, "

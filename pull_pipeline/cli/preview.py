@@ -29,16 +29,16 @@ from pull_pipeline.validation import validate
 def run(args: argparse.Namespace) -> int:
     project = load(args.config)
     name = args.source
-    source = project.config.sources.get(name)
-    if source is None:
+    config = project.config.sources.get(name)
+    if config is None:
         raise ConfigError(f"no source named {name!r} in {project.path}; sources: "
                           f"{', '.join(project.config.sources) or 'none'}")
-    window = window_of(name, source, args.window)
-    resolved = resolve_env(source, where=f"source {name!r}")
+    window = window_of(name, config, args.window, project.where(name))
+    resolved = resolve_env(config, where=project.where(name))
     progress = args.progress or sys.stderr.isatty()
     tally = Tally(limit=max(args.rows, 0))
     started = time.perf_counter()
-    with make_connector(name, resolved) as connector:
+    with make_connector(name, resolved, project.path) as connector:
         for batch in connector.fetch(window.start, window.end):
             tally.add(batch, resolved, window)
             if progress:
@@ -48,11 +48,11 @@ def run(args: argparse.Namespace) -> int:
     return _report(name, resolved, window, tally)
 
 
-def window_of(name: str, source: SourceBase, key: str) -> RecentWindow:
+def window_of(name: str, config: SourceBase, key: str, where: str | None = None) -> RecentWindow:
     """The window `[start, end)` of a partition key, exactly as Dagster reads it."""
     from pull_pipeline.defs.partitions import build_partitions  # Dagster: keys are its format
 
-    partitions = build_partitions(source.partitions, name)
+    partitions = build_partitions(config.partitions, name, where)
     try:
         span = partitions.time_window_for_partition_key(key)
         exact = partitions.get_partition_key_for_timestamp(span.start.timestamp()) == key
@@ -63,7 +63,7 @@ def window_of(name: str, source: SourceBase, key: str) -> RecentWindow:
         raise ConfigError(
             f"{key!r} is not a window of {name}: its windows run from "
             f"{partitions.get_first_partition_key()} to {last or 'none yet'} "
-            f"({source.partitions.cadence}), keyed like {last or partitions.fmt}")
+            f"({config.partitions.cadence}), keyed like {last or partitions.fmt}")
     return RecentWindow(key, span.start, span.end)
 
 
@@ -84,8 +84,8 @@ class Tally:
     min_ts: pd.Timestamp | None = None
     max_ts: pd.Timestamp | None = None
 
-    def add(self, batch: pa.Table, source: SourceBase, window: RecentWindow) -> None:
-        checked = validate(to_canonical(batch, source), batch, source.fields,
+    def add(self, batch: pa.Table, config: SourceBase, window: RecentWindow) -> None:
+        checked = validate(to_canonical(batch, config), batch, config.fields,
                            window.start, window.end)
         valid = checked.valid
         self.pages += 1
@@ -111,7 +111,7 @@ class Tally:
         return self.valid - (len(np.unique(np.concatenate(self.keys))) if self.keys else 0)
 
 
-def _report(name: str, source: SourceBase, window: RecentWindow, tally: Tally) -> int:
+def _report(name: str, config: SourceBase, window: RecentWindow, tally: Tally) -> int:
     emit(f"{name}: window {window.key} = [{_iso(window.start)}, {_iso(window.end)})")
     if tally.rows:
         emit(f"\nfirst {len(tally.rows)} of {tally.valid} valid rows")
@@ -124,7 +124,7 @@ def _report(name: str, source: SourceBase, window: RecentWindow, tally: Tally) -
                 emit(line)
             emit(f"      {raw if len(raw) <= 74 else raw[:73] + '…'}")
     share = tally.rejected / tally.fetched if tally.fetched else 0.0
-    limit = source.max_reject_ratio
+    limit = config.max_reject_ratio
     span = (f"{_iso(tally.min_ts)} .. {_iso(tally.max_ts)}"
             if tally.min_ts is not None and tally.max_ts is not None else "none")
     emit("\ntotals")

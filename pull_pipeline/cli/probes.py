@@ -36,16 +36,16 @@ from pull_pipeline.errors import PullPipelineError, SourceError
 _LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
-def probe_source(name: str, source: SourceBase, now: datetime) -> Row:
+def probe_source(name: str, config: SourceBase, now: datetime) -> Row:
     """One row: reachability, TLS, auth, first page, field mapping and time unit."""
-    window = last_complete_window(source.partitions, now)
-    row = Row(name, f"{source.kind} {_target(source)}, window {_label(window)}")
+    window = last_complete_window(config.partitions, now)
+    row = Row(name, f"{config.kind} {_target(config)}, window {_label(window)}")
     try:
-        resolved = resolve_env(source, where=f"source {name!r}")
+        resolved = resolve_env(config, where=f"source {name!r}")
         if isinstance(resolved, RestSource):
-            _probe_rest(row, name, source, resolved, window, now)
+            _probe_rest(row, name, config, resolved, window, now)
         else:
-            _probe_connector(row, name, source, resolved, window, now)
+            _probe_connector(row, name, config, resolved, window, now)
     except PullPipelineError as exc:
         row.add(Status.FAIL, _own(exc, name))
     except Exception as exc:  # noqa: BLE001 - one broken source must not hide the others' rows
@@ -53,16 +53,16 @@ def probe_source(name: str, source: SourceBase, now: datetime) -> Row:
     return row
 
 
-def _probe_rest(row: Row, name: str, raw: RestSource, source: RestSource,
+def _probe_rest(row: Row, name: str, raw: SourceBase, config: RestSource,
                 window: RecentWindow, now: datetime) -> None:
-    https = source.url.lower().startswith("https://")
+    https = config.url.lower().startswith("https://")
     try:
-        page = rest_first_page(name, source, window.start, window.end)
+        page = rest_first_page(name, config, window.start, window.end)
     except SourceError as exc:
         message = _own(exc, name)
         if "refused the credentials" in message:
             row.add(Status.OK, f"reachable: {_status_in(message)}")
-            _tls(row, source, https)
+            _tls(row, config, https)
             row.add(Status.FAIL, f"auth: refused ({_status_in(message)})", _credentials_hint(raw))
         elif "TLS" in message:
             row.add(Status.FAIL, f"TLS: {message}")
@@ -74,18 +74,18 @@ def _probe_rest(row: Row, name: str, raw: RestSource, source: RestSource,
             row.add(Status.FAIL, f"answer: {message}")
         return
     row.add(Status.OK, f"reachable: {page.status} in {page.millis:.0f} ms")
-    _tls(row, source, https)
-    row.add(Status.OK, f"auth: accepted ({source.auth.type})" if source.auth else "auth: none")
-    records = _records(row, source, page.body)
+    _tls(row, config, https)
+    row.add(Status.OK, f"auth: accepted ({config.auth.type})" if config.auth else "auth: none")
+    records = _records(row, config, page.body)
     if records:
-        _mapping(row, name, source, records, window, now)
+        _mapping(row, name, config, records, window, now)
     elif records is not None:
-        _empty(row, name, source, window)
+        _empty(row, name, config, window)
 
 
-def _probe_connector(row: Row, name: str, raw: SourceBase, source: SourceBase,
+def _probe_connector(row: Row, name: str, raw: SourceBase, config: SourceBase,
                      window: RecentWindow, now: datetime) -> None:
-    with make_connector(name, source) as connector:
+    with make_connector(name, config) as connector:
         try:
             connector.probe()
         except SourceError as exc:
@@ -102,15 +102,15 @@ def _probe_connector(row: Row, name: str, raw: SourceBase, source: SourceBase,
             if close is not None:
                 close()
     if batch is None:
-        _empty(row, name, source, window)
+        _empty(row, name, config, window)
         return
     row.add(Status.OK, f"first chunk: {batch.num_rows} rows")
-    _time_and_rows(row, name, source, batch, window, now)
+    _time_and_rows(row, name, config, batch, window, now)
 
 
-def _records(row: Row, source: RestSource, body: Any) -> list[Any] | None:
+def _records(row: Row, config: RestSource, body: Any) -> list[Any] | None:
     """The first page's records, or None after adding the failure that explains why not."""
-    path = source.records_path
+    path = config.records_path
     if path is None:
         records = find_records(body)
         found = records is not None
@@ -131,14 +131,14 @@ def _records(row: Row, source: RestSource, body: Any) -> list[Any] | None:
     return records or []
 
 
-def _mapping(row: Row, name: str, source: RestSource, records: list[Any],
+def _mapping(row: Row, name: str, config: RestSource, records: list[Any],
              window: RecentWindow, now: datetime) -> None:
     first = records[0]
     if not isinstance(first, dict):
         row.add(Status.FAIL, f"fields: the records are not objects (the first is {first!r:.60})",
                 "set records_path to the list of objects that hold the readings")
         return
-    missing = [(role, field) for role, field in source.fields.model_dump().items()
+    missing = [(role, field) for role, field in config.fields.model_dump().items()
                if field not in first]
     if missing:
         shown = ", ".join(f"fields.{role} {field!r}" for role, field in missing)
@@ -148,74 +148,74 @@ def _mapping(row: Row, name: str, source: RestSource, records: list[Any],
         row.add(Status.FAIL, f"fields: {shown} not in the first record",
                 hint + (f"; maybe {', '.join(fixes)}" if fixes else ""))
         return
-    row.add(Status.OK, "fields: " + ", ".join(source.fields.model_dump().values()) + " found")
-    _time_and_rows(row, name, source, records_to_batch(records, source.fields), window, now)
+    row.add(Status.OK, "fields: " + ", ".join(config.fields.model_dump().values()) + " found")
+    _time_and_rows(row, name, config, records_to_batch(records, config.fields), window, now)
 
 
-def _time_and_rows(row: Row, name: str, source: SourceBase, batch: pa.Table,
+def _time_and_rows(row: Row, name: str, config: SourceBase, batch: pa.Table,
                    window: RecentWindow, now: datetime) -> None:
     """The time unit by the values' magnitude, then the first page through validation."""
-    field = source.fields.relative_time
+    field = config.fields.relative_time
     values = batch.column(field).to_pylist()
-    problem = time_unit_problem(field, source.time_unit, values,
-                                parse_instant(source.reference_epoch), now)
+    problem = time_unit_problem(field, config.time_unit, values,
+                                parse_instant(config.reference_epoch), now)
     if problem:
         first = next((v for v in values if v is not None), None)
-        row.add(Status.FAIL, f"time: {field} = {first!r} with time_unit {source.time_unit}",
+        row.add(Status.FAIL, f"time: {field} = {first!r} with time_unit {config.time_unit}",
                 problem)
         return
     from pull_pipeline.canonical import to_canonical  # pandas and pandera: only when needed
     from pull_pipeline.validation import validate
 
-    readings = to_canonical(batch, source)
-    checked = validate(readings, batch, source.fields, window.start, window.end)
+    readings = to_canonical(batch, config)
+    checked = validate(readings, batch, config.fields, window.start, window.end)
     if len(checked.valid):
         tag, ts, value = checked.valid.iloc[0]
-        row.add(Status.OK, f"time: {field} read as {source.time_unit}; first row: {tag} at "
+        row.add(Status.OK, f"time: {field} read as {config.time_unit}; first row: {tag} at "
                 f"{_iso(ts)} = {float(value)!r}")
     if checked.rejected:
         share = checked.rejected / batch.num_rows
-        status = Status.FAIL if share > source.max_reject_ratio else Status.WARN
+        status = Status.FAIL if share > config.max_reject_ratio else Status.WARN
         row.add(status, f"rows: {checked.rejected} of {batch.num_rows} would be rejected "
-                f"({share:.0%}, max_reject_ratio {source.max_reject_ratio:.0%}); first: "
+                f"({share:.0%}, max_reject_ratio {config.max_reject_ratio:.0%}); first: "
                 f"{checked.rejects['reason'].iloc[0]}", f"see them all with "
                 f"{_preview_command(name, window)}")
     else:
         row.add(Status.OK, f"rows: all {batch.num_rows} of the first page are valid")
 
 
-def _empty(row: Row, name: str, source: SourceBase, window: RecentWindow) -> None:
+def _empty(row: Row, name: str, config: SourceBase, window: RecentWindow) -> None:
     hint = ("if the source publishes late, set partitions.lag; or preview a window that has "
             f"data: {_preview_command(name, None)}")
     where = f"[{_iso(window.start)}, {_iso(window.end)})"
-    if isinstance(source, SqlSource) and source.time_unit != "iso8601":
-        unit = _unit_with_rows(source, window)
-        if unit and unit != source.time_unit:
+    if isinstance(config, SqlSource) and config.time_unit != "iso8601":
+        unit = _unit_with_rows(config, window)
+        if unit and unit != config.time_unit:
             row.add(Status.FAIL, f"first page: no rows in {where} with the window bound in "
-                    f"{source.time_unit}, but rows when bound as {unit}",
-                    f"{source.fields.relative_time} looks like {UNIT_NAMES.get(unit, unit)}; "
+                    f"{config.time_unit}, but rows when bound as {unit}",
+                    f"{config.fields.relative_time} looks like {UNIT_NAMES.get(unit, unit)}; "
                     f"set time_unit: {unit}")
             return
     row.add(Status.WARN, f"first page: no rows in {where}, so fields and time unit are not "
             "checked", hint)
 
 
-def _unit_with_rows(source: SqlSource, window: RecentWindow) -> str | None:
+def _unit_with_rows(config: SqlSource, window: RecentWindow) -> str | None:
     """How the query finds rows for the window, when time_unit finds none (or None)."""
     try:
-        return sql_sample(sql_url(source), source.query, window.start, window.end, 1).time_unit
+        return sql_sample(sql_url(config), config.query, window.start, window.end, 1).time_unit
     except SourceError:
         return None
 
 
-def _tls(row: Row, source: RestSource, https: bool) -> None:
-    if https and not source.tls.verify:
+def _tls(row: Row, config: RestSource, https: bool) -> None:
+    if https and not config.tls.verify:
         row.add(Status.WARN, "TLS: certificate not verified (tls.verify: false)",
                 "set tls.verify: true, with tls.ca_bundle for a private CA")
     elif https:
         row.add(Status.OK, "TLS: certificate verified"
-                + (" with tls.ca_bundle" if source.tls.ca_bundle else ""))
-    elif source.auth is not None and _host(source.url) not in _LOOPBACK:
+                + (" with tls.ca_bundle" if config.tls.ca_bundle else ""))
+    elif config.auth is not None and _host(config.url) not in _LOOPBACK:
         row.add(Status.WARN, "TLS: none (http), and the credentials travel in clear",
                 "use the https:// address of the source")
     else:
@@ -263,13 +263,13 @@ def _status_in(message: str) -> str:
     return message[start + 1:message.find(")", start)] if start >= 0 else "refused"
 
 
-def _target(source: SourceBase) -> str:
+def _target(config: SourceBase) -> str:
     """Where the source is, without credentials (a SQL url as `backend host:port/db`)."""
-    if isinstance(source, SqlSource):
-        parts = urlsplit(source.url)
+    if isinstance(config, SqlSource):
+        parts = urlsplit(config.url)
         return f"{parts.scheme} {parts.netloc.rsplit('@', 1)[-1]}{parts.path}"
     for key in ("url", "path", "function"):
-        value = getattr(source, key, None)
+        value = getattr(config, key, None)
         if isinstance(value, str):
             return value.split("?", 1)[0]
     return ""

@@ -39,14 +39,14 @@ class FirstPage:
     millis: float
 
 
-def rest_first_page(name: str, source: RestSource, start: datetime, end: datetime) -> FirstPage:
+def rest_first_page(name: str, config: RestSource, start: datetime, end: datetime) -> FirstPage:
     """Request the first page of `[start, end)` once (no retries); raise as a fetch would."""
-    client = RestClient(name, source)
+    client = RestClient(name, config)
     try:
-        fmt = WINDOW_FORMATS[source.window_format]
-        params = {**source.params, source.window_params.start: fmt(start),
-                  source.window_params.end: fmt(end)}
-        page = build_paginator(source.pagination, name).first(source.url, params)
+        fmt = WINDOW_FORMATS[config.window_format]
+        params = {**config.params, config.window_params.start: fmt(start),
+                  config.window_params.end: fmt(end)}
+        page = build_paginator(config.pagination, name).first(config.url, params)
         began = time.perf_counter()
         answer = client.send(page, client.window(), attempts=1)
         millis = (time.perf_counter() - began) * 1000
@@ -103,13 +103,13 @@ def sql_sample(url: str, query: str, start: datetime, end: datetime, limit: int 
     )
 
 
-def sql_url(source: SqlSource) -> str:
+def sql_url(config: SqlSource) -> str:
     """The source's url with its `username`/`password` keys applied (resolved source)."""
-    url = sa.make_url(source.url)
-    if source.username is not None:
-        url = url.set(username=source.username)
-    if source.password is not None:
-        url = url.set(password=source.password)
+    url = sa.make_url(config.url)
+    if config.username is not None:
+        url = url.set(username=config.username)
+    if config.password is not None:
+        url = url.set(password=config.password)
     return url.render_as_string(hide_password=False)
 
 

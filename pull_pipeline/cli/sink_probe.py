@@ -110,7 +110,8 @@ def _resolve(configured: str) -> str:
             "sink.dsn (or $SINK_DSN) is not a valid PostgreSQL URL or keyword string; "
             "percent-encode special characters in the password"
         ) from None
-    register_secret(info.get("password"))
+    password = info.get("password")  # libpq's keywords are all text
+    register_secret(None if password is None else str(password))
     return dsn
 
 

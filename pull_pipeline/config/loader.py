@@ -11,10 +11,13 @@ from typing import Annotated, Any, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails
 
 from pull_pipeline.config.env import PLACEHOLDER
-from pull_pipeline.config.models import PipelineConfig
-from pull_pipeline.errors import ConfigError
+from pull_pipeline.config.models import PipelineConfig, PythonSource, SourceBase
+from pull_pipeline.config.registry import Registry
+from pull_pipeline.errors import ConfigError, PullPipelineError
 from pull_pipeline.redaction import is_sensitive_key
 
 CONFIG_ENV = "PULL_PIPELINE_CONFIG"
@@ -23,15 +26,40 @@ DEFAULT_CONFIG = "sources.yaml"
 
 
 @dataclass(frozen=True)
+class BrokenSource:
+    """A source whose block is invalid, left out of the project so the others still load.
+
+    `problems` are one line each, naming the source and the key, with a hint when there is one.
+    """
+
+    name: str
+    file: str
+    problems: tuple[str, ...]
+
+    @property
+    def error(self) -> str:
+        """One line for alerts and the UI: the file, then every problem."""
+        return f"{self.file}: " + "; ".join(self.problems)
+
+
+@dataclass(frozen=True)
 class Project:
-    """A validated config plus where it lives: relative paths resolve against `root`."""
+    """A validated config plus where it lives: relative paths resolve against `root`.
+
+    `broken` holds the sources left out by `load_project(contain=True)` (none otherwise).
+    """
 
     config: PipelineConfig
     path: Path
+    broken: tuple[BrokenSource, ...] = ()
 
     @property
     def root(self) -> Path:
         return self.path.parent
+
+    def where(self, name: str) -> str:
+        """How a message names source `name`: the file, then the source (the key follows)."""
+        return f"{self.path}: source {name!r}"
 
     @property
     def state_dir(self) -> Path:
@@ -46,27 +74,35 @@ class Project:
 
 
 def config_path() -> Path:
-    """`$PULL_PIPELINE_CONFIG`, else ./sources.yaml, else the repository's demo sources.yaml."""
+    """`$PULL_PIPELINE_CONFIG`, else ./sources.yaml; never a fallback (a missing file is an error).
+
+    Falling back to the repository's demo config would quietly run demo sources in
+    production when the real file is missing or the working directory is wrong."""
     explicit = os.environ.get(CONFIG_ENV)
     if explicit:
         return Path(explicit).expanduser().resolve()
-    cwd = Path.cwd() / DEFAULT_CONFIG
-    if cwd.exists():
-        return cwd.resolve()
-    return (Path(__file__).resolve().parents[2] / DEFAULT_CONFIG).resolve()
+    return (Path.cwd() / DEFAULT_CONFIG).resolve()
 
 
-def load_project(path: str | Path | None = None) -> Project:
-    """Read and validate the config; errors name the file, the source, the key and the fix."""
+def load_project(path: str | Path | None = None, *, contain: bool = False) -> Project:
+    """Read and validate the config; errors name the file, the source, the key and the fix.
+
+    `contain=True` (the Dagster code location) leaves an invalid source out instead of
+    failing, so one typo does not take the other sources down; see `parse_contained`.
+    """
     file = Path(path).expanduser().resolve() if path else config_path()
     try:
         raw = read_yaml(file.read_text())
     except FileNotFoundError:
         raise ConfigError(
-            f"{file}: config file not found; create it or point {CONFIG_ENV} at one"
+            f"{file}: config file not found; create it (copy the repository's "
+            f"{DEFAULT_CONFIG} to start), or point {CONFIG_ENV} at yours"
         ) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{file}: not valid YAML: {exc}") from None
+    if contain:
+        config, broken = parse_contained(raw, origin=str(file))
+        return Project(config=config, path=file, broken=broken)
     return Project(config=parse_config(raw, origin=str(file)), path=file)
 
 
@@ -104,8 +140,58 @@ def parse_config(raw: Any, origin: str = "<config>") -> PipelineConfig:
         raise ConfigError(f"{origin}: invalid config:\n  " + "\n  ".join(dict.fromkeys(lines))) from None
 
 
-def _describe(error: dict[str, Any], raw: dict[str, Any]) -> str:
-    shown, models_on_path = _walk(error["loc"])
+def parse_contained(
+    raw: Any, origin: str = "<config>"
+) -> tuple[PipelineConfig, tuple[BrokenSource, ...]]:
+    """Validate the shared blocks as a whole and each source on its own.
+
+    An invalid source (unknown key, bad cadence, unknown kind, a python function that does
+    not import) is returned as a `BrokenSource` and the rest loads. Anything outside
+    `sources:` (sink, landing, alerts, archive, an unknown top-level key) still fails as in
+    `parse_config`: every source shares those blocks, so no source could run without them.
+    """
+    blocks = raw.get("sources", {}) if isinstance(raw, dict) else None
+    if not isinstance(blocks, dict):
+        return parse_config(raw, origin), ()  # raises, naming what is wrong with the file
+    shared = parse_config({**raw, "sources": {}}, origin)
+    healthy: dict[str, SourceBase] = {}
+    broken: list[BrokenSource] = []
+    for name, block in blocks.items():
+        document = {"sources": {name: block}}
+        try:
+            config = PipelineConfig.model_validate(document).sources[name]
+        except ValidationError as exc:
+            problems = [_describe(error, document) for error in exc.errors()]
+            broken.append(BrokenSource(str(name), origin, tuple(dict.fromkeys(problems))))
+            continue
+        problem = _unimportable(name, config)
+        if problem:
+            broken.append(BrokenSource(name, origin, (f"source {name!r}: function: {problem}",)))
+            continue
+        healthy[name] = config
+    return shared.model_copy(update={"sources": healthy}), tuple(broken)
+
+
+def _unimportable(name: str, config: SourceBase) -> str | None:
+    """Why a `kind: python` source's function cannot be imported here, or None.
+
+    Any exception counts: a user module with a syntax error must not fail the location.
+    """
+    if not isinstance(config, PythonSource):
+        return None
+    from pull_pipeline.connectors.python import PythonConnector  # imports the function
+
+    try:
+        PythonConnector(name, config)
+    except PullPipelineError as exc:
+        return str(exc).removeprefix(f"{name}: ")
+    except Exception as exc:  # noqa: BLE001 - reported as this source's error
+        return f"importing {config.function!r} raised {type(exc).__name__}: {exc}"
+    return None
+
+
+def _describe(error: ErrorDetails, raw: dict[str, Any]) -> str:
+    shown, models_on_path = _walk(error["loc"], raw)
     where = ".".join(shown)
     prefix = f"source {shown[1]!r}: " if len(shown) > 1 and shown[0] == "sources" else ""
     kind = error["type"]
@@ -127,62 +213,59 @@ def _describe(error: dict[str, Any], raw: dict[str, Any]) -> str:
     return f"{prefix}{where}: {message}{_got(shown, error.get('input'))}"
 
 
-def _walk(loc: tuple[Any, ...]) -> tuple[list[str], list[Any]]:
-    """Follow an error location through the models; drop the union tags pydantic inserts.
+def _walk(loc: tuple[Any, ...], raw: Any) -> tuple[list[str], list[Any]]:
+    """Follow an error location through the models and, beside it, the document.
 
     Returns the location as a user wrote it and the type reached at each step, so an
-    unknown key can be reported together with the keys allowed beside it.
+    unknown key can be reported together with the keys allowed beside it. A registry's
+    block is followed into the class its tag (`kind:`, `type:`) names in the document.
     """
     current: Any = PipelineConfig
+    value: Any = raw
     shown: list[str] = []
     reached: list[Any] = [current]
     for part in loc:
-        current = _unwrap(current)
-        if get_origin(current) is Union:
-            tagged = _tagged_member(current, part)
-            if tagged is not None:
-                current = tagged
-                reached[-1] = tagged
-                continue
+        current = _concrete(current, value)
+        reached[-1] = current
         shown.append(str(part))
+        value = value.get(part) if isinstance(value, dict) else None
         if isinstance(current, type) and issubclass(current, BaseModel):
             field = current.model_fields.get(str(part))
-            current = field.annotation if field else None
+            current = _annotation(field) if field else None
         elif get_origin(current) is dict:
             current = get_args(current)[1]
         elif get_origin(current) is list:
             current = get_args(current)[0]
         else:
             current = None
-        reached.append(_unwrap(current))
+        reached.append(_concrete(current, value))
     return shown, reached
 
 
-def _unwrap(tp: Any) -> Any:
-    """Strip Annotated[...] and Optional[...] down to the type that carries the keys."""
+def _annotation(field: FieldInfo) -> Any:
+    """A field's type with the Annotated extras pydantic keeps apart (a registry, say)."""
+    if field.metadata:
+        return Annotated[(field.annotation, *field.metadata)]
+    return field.annotation
+
+
+def _concrete(tp: Any, value: Any) -> Any:
+    """Strip Annotated[...] and Optional[...] down to the type that carries the keys.
+
+    A registry in the metadata picks the class registered for the block's tag, if known.
+    """
+    registry: Registry[Any] | None = None
     while True:
         if get_origin(tp) is Annotated:
-            tp = get_args(tp)[0]
-            continue
-        if get_origin(tp) in (Union, UnionType):
-            members = [arg for arg in get_args(tp) if arg is not type(None)]
-            if len(members) == 1:
-                tp = members[0]
-                continue
-            return Union[tuple(members)]  # noqa: UP007 - built at run time from a tuple
-        return tp
-
-
-def _tagged_member(union: Any, tag: Any) -> Any:
-    for member in get_args(union):
-        member = _unwrap(member)
-        if not (isinstance(member, type) and issubclass(member, BaseModel)):
-            continue
-        for key in ("kind", "type"):
-            field = member.model_fields.get(key)
-            if field is not None and tag in get_args(field.annotation):
-                return member
-    return None
+            tp, *metadata = get_args(tp)
+            registry = next((m for m in metadata if isinstance(m, Registry)), registry)
+        elif get_origin(tp) in (Union, UnionType) and type(None) in get_args(tp):
+            tp = Union[tuple(arg for arg in get_args(tp) if arg is not type(None))]  # noqa: UP007
+        else:
+            break
+    if registry is not None and isinstance(value, dict):
+        return registry.get(value.get(registry.key)) or tp
+    return tp
 
 
 def _got(shown: list[str], value: Any) -> str:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -21,7 +23,24 @@ from pydantic import (
     model_validator,
 )
 
+from pull_pipeline.config.registry import Registry
 from pull_pipeline.durations import parse_duration
+from pull_pipeline.errors import ConfigError
+from pull_pipeline.scheduling import CADENCE_CRONS, cadence_cron, shift_cron
+
+if TYPE_CHECKING:
+    from pull_pipeline.connectors.base import Connector
+    from pull_pipeline.connectors.rest import auth, pagination
+
+    # The old names of the built-in REST classes, as `__getattr__` serves them at run time.
+    ApiKeyAuth = auth.ApiKey
+    BearerAuth = auth.Bearer
+    BasicAuth = auth.Basic
+    PageNumberPagination = pagination.PageNumber
+    OffsetPagination = pagination.Offset
+    CursorPagination = pagination.Cursor
+    NextLinkPagination = pagination.NextLink
+    NoPagination = pagination.Single
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 SOURCE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -31,7 +50,7 @@ SOURCE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_SOURCE_NAME = 63
 # PostgreSQL keeps 63 bytes of an identifier (NAMEDATALEN - 1) and silently cuts the rest, so
 # every name the sink derives from the table's must fit: `<table>_rejects`, `_rejects_pkey`,
-# `_rejects_id_seq`, `_rejects_window_idx`, `_pkey`, `_ts_brin`, `_ts_idx` (TimescaleDB) and
+# `_rejects_id_seq`, `_rejects_window_idx`, `_pkey`, `_source_ts_idx`, `_ts_idx` (TimescaleDB) and
 # `<table>_rollup_<label>` with its `_pkey`, the longest (`_rollup_10079min_pkey`, 21).
 # Suffixes get 23 characters: a new derived name must fit in them, since lowering
 # MAX_TABLE_NAME would reject tables that exist.
@@ -70,6 +89,10 @@ class FieldMap(Strict):
     sensor_value: str = "sensor_value"
 
 
+# The cadence names; their crons are in `scheduling`, their partition keys in `defs/partitions.py`.
+CADENCES = tuple(CADENCE_CRONS)
+
+
 class PartitionsConfig(Strict):
     """One partition per window: its cadence, first window, time zone and schedule lag."""
 
@@ -84,6 +107,46 @@ class PartitionsConfig(Strict):
     def _stringify(cls, value: Any) -> Any:
         # YAML turns an unquoted 2024-01-01 into a date; keep the text, parse it later.
         return None if value is None else str(value)
+
+    @field_validator("start", "end")
+    @classmethod
+    def _instant(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                datetime.fromisoformat(value.replace("Z", "+00:00"))  # noqa: FURB162 - as parse_instant
+            except ValueError:
+                raise ValueError("expected a date such as 2024-01-01 or an instant such as "
+                                 "2024-01-01T00:00:00Z") from None
+        return value
+
+    @field_validator("cadence")
+    @classmethod
+    def _cadence(cls, value: str) -> str:
+        if value not in CADENCES and len(value.split()) != 5:
+            raise ValueError(f"must be one of {', '.join(CADENCES)} or a 5-field cron string "
+                             "such as '0 */6 * * *'")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ValueError, ZoneInfoNotFoundError):
+            raise ValueError("not a time zone name such as UTC or Europe/Berlin") from None
+        return value
+
+    @field_validator("lag")
+    @classmethod
+    def _shiftable(cls, value: timedelta, info: ValidationInfo) -> timedelta:
+        # The schedule ticks `lag` after each window; checked here so the error names the file.
+        cadence = info.data.get("cadence")  # absent when the cadence itself is invalid
+        if cadence is not None:
+            try:
+                shift_cron(cadence_cron(cadence), value)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return value
 
 
 class FreshnessConfig(Strict):
@@ -104,7 +167,10 @@ class RecoveryConfig(Strict):
 
     enabled: bool = True
     horizon: Duration = timedelta(days=7)
-    max_windows_per_tick: int = Field(default=24, ge=1)
+    # Recovery requests ranges: one run per unbroken stretch, cut at `max_windows_per_run`.
+    max_windows_per_run: int = Field(default=48, ge=1)
+    max_runs_in_flight: int = Field(default=1, ge=1)  # queued or running, per source
+    max_windows_per_tick: int = Field(default=96, ge=1)  # windows in flight, per source
 
 
 class RetryConfig(Strict):
@@ -118,8 +184,13 @@ class RetryConfig(Strict):
 
 
 class SourceBase(Strict):
-    """Keys every source kind shares: mapping, time, partitions and operations."""
+    """Keys every source kind shares: mapping, time, partitions and operations.
 
+    A kind is a subclass declaring `kind: Literal["<name>"]` and its own keys, registered
+    with `@SOURCE_KINDS.register`; `connector` says what fetches its windows.
+    """
+
+    kind: str
     description: str | None = None
     fields: FieldMap = FieldMap()
     time_unit: Literal["s", "ms", "us", "ns", "iso8601"] = "s"
@@ -149,71 +220,59 @@ class SourceBase(Strict):
                 "2000-01-01T00:00:00Z (a value without zone is UTC)") from None
         return text
 
+    def connector(self, name: str) -> Connector:
+        """The connector for source `name`; its `${NAME}` placeholders are resolved already."""
+        raise NotImplementedError(f"source kind {self.kind!r} defines no connector()")
+
+
+SOURCE_KINDS: Registry[SourceBase] = Registry("kind", SourceBase)
+
 
 # --- REST ------------------------------------------------------------------------------------
 
 
-class ApiKeyAuth(Strict):
-    type: Literal["api_key"]
-    value: str
-    header: str | None = None
-    query_param: str | None = None
+class AuthConfig(Strict):
+    """An `auth:` block. Its types live in `connectors/rest/auth.py`, one class each."""
 
-    @model_validator(mode="after")
-    def _one_place(self) -> ApiKeyAuth:
-        if (self.header is None) == (self.query_param is None):
-            raise ValueError("api_key auth needs exactly one of 'header' or 'query_param'")
-        return self
+    type: str
 
 
-class BearerAuth(Strict):
-    type: Literal["bearer"]
-    token: str
+class PaginationConfig(Strict):
+    """A `pagination:` block. Its types live in `connectors/rest/pagination.py`, one class each."""
+
+    type: str
 
 
-class BasicAuth(Strict):
-    type: Literal["basic"]
-    username: str
-    password: str
+_REST = "pull_pipeline.connectors.rest"
+AUTH_TYPES: Registry[AuthConfig] = Registry("type", AuthConfig, {
+    "api_key": f"{_REST}.auth:ApiKey",
+    "bearer": f"{_REST}.auth:Bearer",
+    "basic": f"{_REST}.auth:Basic",
+})
+PAGINATORS: Registry[PaginationConfig] = Registry("type", PaginationConfig, {
+    "page_number": f"{_REST}.pagination:PageNumber",
+    "offset": f"{_REST}.pagination:Offset",
+    "cursor": f"{_REST}.pagination:Cursor",
+    "next_link": f"{_REST}.pagination:NextLink",
+    "none": f"{_REST}.pagination:Single",
+})
 
 
-AuthConfig = Annotated[ApiKeyAuth | BearerAuth | BasicAuth, Field(discriminator="type")]
+# The built-in auth and pagination classes under the names they had when they lived here.
+_MOVED = {"ApiKeyAuth": (AUTH_TYPES, "api_key"), "BearerAuth": (AUTH_TYPES, "bearer"),
+          "BasicAuth": (AUTH_TYPES, "basic"), "PageNumberPagination": (PAGINATORS, "page_number"),
+          "OffsetPagination": (PAGINATORS, "offset"), "CursorPagination": (PAGINATORS, "cursor"),
+          "NextLinkPagination": (PAGINATORS, "next_link"), "NoPagination": (PAGINATORS, "none")}
 
+if not TYPE_CHECKING:  # mypy sees the imports above, so a misspelt name stays an error
 
-class PageNumberPagination(Strict):
-    type: Literal["page_number"]
-    param: str = "page"
-    size_param: str | None = "page_size"
-    size: int = Field(default=1000, ge=1)
-    first_page: int = 1
-
-
-class OffsetPagination(Strict):
-    type: Literal["offset"]
-    param: str = "offset"
-    size_param: str = "limit"
-    size: int = Field(default=1000, ge=1)
-
-
-class CursorPagination(Strict):
-    type: Literal["cursor"]
-    param: str = "cursor"
-    cursor_path: str = "next_cursor"
-
-
-class NextLinkPagination(Strict):
-    type: Literal["next_link"]
-    link_path: str | None = None  # None: follow the `Link: <...>; rel="next"` header
-
-
-class NoPagination(Strict):
-    type: Literal["none"]
-
-
-PaginationConfig = Annotated[
-    PageNumberPagination | OffsetPagination | CursorPagination | NextLinkPagination | NoPagination,
-    Field(discriminator="type"),
-]
+    def __getattr__(name: str) -> type[BaseModel]:
+        """`from pull_pipeline.config.models import BasicAuth` still works (imported when used)."""
+        registry, tag = _MOVED.get(name, (None, ""))
+        found = registry.get(tag) if registry is not None else None
+        if found is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        return found
 
 
 class TlsConfig(Strict):
@@ -228,16 +287,18 @@ class WindowParams(Strict):
     end: str = "end"
 
 
+@SOURCE_KINDS.register
 class RestSource(SourceBase):
     kind: Literal["rest"]
     url: str
     method: Literal["GET", "POST"] = "GET"
     headers: dict[str, str] = {}
     params: dict[str, str | int | float | bool] = {}
-    auth: AuthConfig | None = None
+    auth: Annotated[AuthConfig, AUTH_TYPES] | None = None
     window_params: WindowParams = WindowParams()
     window_format: Literal["epoch_s", "epoch_ms", "iso8601"] = "epoch_s"
-    pagination: PaginationConfig = NoPagination(type="none")
+    pagination: Annotated[PaginationConfig, PAGINATORS] = Field(
+        default_factory=lambda: {"type": "none"}, validate_default=True)
     records_path: str | None = None  # None: a top-level list, or an object's only list field
     max_requests_per_second: float | None = Field(default=None, gt=0)
     max_pages: int = Field(default=100_000, ge=1)
@@ -248,12 +309,25 @@ class RestSource(SourceBase):
     proxy: str | None = None
     tls: TlsConfig = TlsConfig()
 
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        # Checked again once `${NAME}` is filled in; here, so the error names the file.
+        if "${" not in value and urlsplit(value).scheme.lower() not in ("http", "https"):
+            raise ValueError("url must start with http:// or https://")
+        return value
+
     @field_validator("timeout", "request_deadline", "window_deadline")
     @classmethod
     def _positive(cls, value: timedelta) -> timedelta:
         if value <= timedelta(0):
             raise ValueError("must be longer than 0 s")
         return value
+
+    def connector(self, name: str) -> Connector:
+        from pull_pipeline.connectors.rest import RestConnector  # its libraries load when used
+
+        return RestConnector(name, self)
 
 
 # --- SQL -------------------------------------------------------------------------------------
@@ -303,6 +377,7 @@ def single_sql_statement(query: str, mysql: bool) -> str:
     return statements[0] if statements else ""
 
 
+@SOURCE_KINDS.register
 class SqlSource(SourceBase):
     kind: Literal["sql"]
     url: str
@@ -339,10 +414,16 @@ class SqlSource(SourceBase):
             raise ValueError("must be longer than 0 (it bounds a wait on the source)")
         return value
 
+    def connector(self, name: str) -> Connector:
+        from pull_pipeline.connectors.sql import SqlConnector  # its libraries load when used
+
+        return SqlConnector(name, self)
+
 
 # --- files and python ------------------------------------------------------------------------
 
 
+@SOURCE_KINDS.register
 class FilesSource(SourceBase):
     kind: Literal["files"]
     path: str
@@ -352,7 +433,13 @@ class FilesSource(SourceBase):
     csv_delimiter: str = ","
     chunk_size: int = Field(default=100_000, ge=1)
 
+    def connector(self, name: str) -> Connector:
+        from pull_pipeline.connectors.files import FilesConnector  # its libraries load when used
 
+        return FilesConnector(name, self)
+
+
+@SOURCE_KINDS.register
 class PythonSource(SourceBase):
     kind: Literal["python"]
     function: str
@@ -365,10 +452,14 @@ class PythonSource(SourceBase):
             raise ValueError("function must look like 'my_package.module:fetch'")
         return value
 
+    def connector(self, name: str) -> Connector:
+        from pull_pipeline.connectors.python import PythonConnector
 
-SourceConfig = Annotated[
-    RestSource | SqlSource | FilesSource | PythonSource, Field(discriminator="kind")
-]
+        return PythonConnector(name, self)
+
+
+# A `sources:` entry: the registered kind its `kind:` names.
+SourceConfig = Annotated[SourceBase, SOURCE_KINDS]
 
 
 # --- project-wide blocks ---------------------------------------------------------------------

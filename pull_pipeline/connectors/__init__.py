@@ -1,25 +1,31 @@
-"""Connectors by source kind. Each module holds one kind; this registry picks it."""
+"""Connectors by source kind: each kind is a config class registered in `SOURCE_KINDS`.
+
+A kind's class says what fetches its windows (`SourceBase.connector`); the built-in kinds
+import their connector module only when a source of that kind runs. A new kind is one
+`SourceKind` subclass registered with `@SOURCE_KINDS.register` (see `connectors.base`).
+"""
 
 from __future__ import annotations
 
-from importlib import import_module
+from pathlib import Path
 
-from pull_pipeline.config.models import SourceBase
-from pull_pipeline.connectors.base import Connector
-
-# kind -> "module:class"; imported lazily so a kind's dependencies load only when used.
-REGISTRY = {
-    "rest": "pull_pipeline.connectors.rest:RestConnector",
-    "sql": "pull_pipeline.connectors.sql:SqlConnector",
-    "files": "pull_pipeline.connectors.files:FilesConnector",
-    "python": "pull_pipeline.connectors.python:PythonConnector",
-}
+from pull_pipeline.config.models import SOURCE_KINDS, SourceBase
+from pull_pipeline.connectors.base import Connector, SourceKind
+from pull_pipeline.errors import ConfigError
 
 
-def make_connector(name: str, source: SourceBase) -> Connector:
-    """Build the connector for a source whose `${NAME}` placeholders are already resolved."""
-    module, cls = REGISTRY[source.kind].split(":")  # type: ignore[attr-defined]
-    return getattr(import_module(module), cls)(name, source)
+def make_connector(name: str, config: SourceBase, file: str | Path | None = None) -> Connector:
+    """Build the connector for a source whose `${NAME}` placeholders are already resolved.
+
+    A `ConfigError` found while building it (a SQL URL or driver, TLS files) names the
+    source and the key; with `file` (the config file's path) it names the file first.
+    """
+    if file is None:
+        return config.connector(name)
+    try:
+        return config.connector(name)
+    except ConfigError as exc:
+        raise ConfigError(f"{file}: {exc}") from None
 
 
-__all__ = ["REGISTRY", "Connector", "make_connector"]
+__all__ = ["SOURCE_KINDS", "Connector", "SourceKind", "make_connector"]

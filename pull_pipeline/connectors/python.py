@@ -30,14 +30,14 @@ from pull_pipeline.errors import PermanentSourceError, TransientSourceError
 class PythonConnector(Connector):
     """Call a user function for each window and turn whatever it returns into raw batches."""
 
-    def __init__(self, name: str, source: PythonSource) -> None:
+    def __init__(self, name: str, config: PythonSource) -> None:
         super().__init__(name)
-        self.source = source
-        self._module, self.function = _import(name, source.function)
+        self.config = config
+        self._module, self.function = _import(name, config.function)
 
     def fetch(self, start: datetime, end: datetime) -> Iterator[pa.Table]:
         with self._transient_errors():
-            result = self.function(start, end, **self.source.options)
+            result = self.function(start, end, **self.config.options)
             if result is None:
                 return
             if isinstance(result, (pd.DataFrame, pa.Table, pa.RecordBatch)) or _is_records(result):
@@ -57,7 +57,7 @@ class PythonConnector(Connector):
             yield
         except (ConnectionError, TimeoutError) as exc:
             raise TransientSourceError(
-                f"{self.name}: {self.source.function} failed: {type(exc).__name__}: {exc}"
+                f"{self.name}: {self.config.function} failed: {type(exc).__name__}: {exc}"
             ) from None
 
     def _batch(self, part: Any, index: int) -> pa.Table:
@@ -66,19 +66,19 @@ class PythonConnector(Connector):
         if isinstance(part, pa.RecordBatch):
             part = pa.Table.from_batches([part])
         if isinstance(part, pa.Table):
-            fields = raw_schema(self.source.fields).names
+            fields = raw_schema(self.config.fields).names
             missing = [name for name in fields if name not in part.column_names]
             if missing:
                 raise PermanentSourceError(
-                    f"{self.name}: {self.source.function} returned a table without the "
+                    f"{self.name}: {self.config.function} returned a table without the "
                     f"column(s) {missing} (it has {part.column_names}); return the source's "
                     "field names or set fields: in the config"
                 )
-            return table_to_batch(part, self.source.fields)
+            return table_to_batch(part, self.config.fields)
         if _is_records(part):
-            return records_to_batch(list(part), self.source.fields)
+            return records_to_batch(list(part), self.config.fields)
         raise PermanentSourceError(
-            f"{self.name}: {self.source.function} produced a {type(part).__name__} as item "
+            f"{self.name}: {self.config.function} produced a {type(part).__name__} as item "
             f"{index}; return or yield pandas DataFrames, Arrow tables or lists of dicts"
         )
 

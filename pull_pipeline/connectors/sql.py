@@ -38,7 +38,7 @@ and map as UTC, as naive values do everywhere else in the pipeline.
 
 Streaming. Rows come through a server-side cursor, `chunk_size` rows per raw batch. On
 PostgreSQL with psycopg 3 the query runs as `COPY (query) TO STDOUT (FORMAT csv)` instead
-(about 4x faster: no Python object per value) and each chunk of CSV rows is parsed by Arrow.
+(faster: no Python object per value) and each chunk of CSV rows is parsed by Arrow.
 Both paths yield the same text for text and numbers; timestamps keep PostgreSQL's text form
 (`2024-01-01 00:00:00+00`) on COPY, ISO-8601 with `T` on the cursor path.
 """
@@ -110,12 +110,12 @@ _TRANSIENT_SQLSTATE = {"08", "53", "57", "58", "40"}
 class SqlConnector(Connector):
     """Pull a window from a database through SQLAlchemy; see the module docstring."""
 
-    def __init__(self, name: str, source: SqlSource) -> None:
-        """`source` must have its `${NAME}` placeholders resolved already."""
+    def __init__(self, name: str, config: SqlSource) -> None:
+        """`config` must have its `${NAME}` placeholders resolved already."""
         super().__init__(name)
-        self.source = source
-        url = _engine_url(name, source)
-        self._query = _checked_query(name, source.query, url)
+        self.config = config
+        url = _engine_url(name, config)
+        self._query = _checked_query(name, config.query, url)
         self._copy = url.get_backend_name() == "postgresql" and url.get_driver_name() == "psycopg"
         if url.get_backend_name() == "sqlite":
             _require_sqlite_file(name, url)
@@ -126,7 +126,7 @@ class SqlConnector(Connector):
             )
         try:
             self._engine = create_engine(
-                url, poolclass=NullPool, connect_args=_connect_args(name, url, source)
+                url, poolclass=NullPool, connect_args=_connect_args(name, url, config)
             )
         except (ImportError, sa_exc.ArgumentError) as exc:
             raise ConfigError(
@@ -171,11 +171,11 @@ class SqlConnector(Connector):
     def _session(self) -> Iterator[Connection]:
         """A connection inside a read-only, bounded transaction; closing it rolls back."""
         with self._engine.connect() as conn:
-            for statement in _session_statements(conn.dialect, self.source):
+            for statement in _session_statements(conn.dialect, self.config):
                 conn.exec_driver_sql(statement)
             if conn.dialect.name == "sqlite":  # SQLite has no statement timeout of its own
-                deadline = time.monotonic() + self.source.statement_timeout.total_seconds()
-                raw = conn.connection.driver_connection
+                deadline = time.monotonic() + self.config.statement_timeout.total_seconds()
+                raw = _driver_connection(conn)
                 raw.set_progress_handler(lambda: time.monotonic() > deadline, 10_000)
             yield conn
 
@@ -183,23 +183,23 @@ class SqlConnector(Connector):
         """The values bound to `:start` and `:end` (the binding rule in the module docstring)."""
         if start.tzinfo is None or end.tzinfo is None:
             raise ValueError("start and end must be timezone-aware")
-        unit = self.source.time_unit
+        unit = self.config.time_unit
         if unit == "iso8601":
             if self._engine.dialect.name == "sqlite":
                 return {k: _sqlite_text(v) for k, v in (("start", start), ("end", end))}
             return {"start": start.astimezone(UTC), "end": end.astimezone(UTC)}
-        epoch = parse_instant(self.source.reference_epoch)
+        epoch = parse_instant(self.config.reference_epoch)
         return {"start": _count(start - epoch, unit), "end": _count(end - epoch, unit)}
 
     def _fetch_cursor(self, conn: Connection, params: dict[str, Any]) -> Iterator[pa.Table]:
         """The generic path: a server-side cursor read `chunk_size` rows at a time."""
         result = conn.execute(
-            text(self._query), params, execution_options={"yield_per": self.source.chunk_size}
+            text(self._query), params, execution_options={"yield_per": self.config.chunk_size}
         )
         with result:
             positions = self._positions(list(result.keys()))
-            schema = raw_schema(self.source.fields)
-            for rows in result.partitions(self.source.chunk_size):
+            schema = raw_schema(self.config.fields)
+            for rows in result.partitions(self.config.chunk_size):
                 columns = list(zip(*rows))
                 yield pa.Table.from_arrays(
                     [to_text_array(columns[i]) for i in positions], schema=schema
@@ -212,7 +212,7 @@ class SqlConnector(Connector):
         COPY takes no parameters. Rows are gathered `chunk_size` at a time, so every chunk is
         whole rows and parses on its own.
         """
-        raw = conn.connection.driver_connection
+        raw = _driver_connection(conn)
         compiled = str(text(self._query).compile(dialect=conn.dialect))  # :start -> %(start)s
         with psycopg.ClientCursor(raw) as client:
             query = client.mogrify(compiled, params)
@@ -222,8 +222,8 @@ class SqlConnector(Connector):
             read = copy.read
             header = next(csv.reader([bytes(read()).decode()]))
             self._positions(header)
-            convert = _csv_options(self.source)
-            size = self.source.chunk_size
+            convert = _csv_options(self.config)
+            size = self.config.chunk_size
             buffer = bytearray()
             count = 0
             while row := read():
@@ -239,7 +239,7 @@ class SqlConnector(Connector):
     def _positions(self, columns: list[str]) -> list[int]:
         """Where the three mapped fields are among the result's columns."""
         positions = []
-        for key, field in self.source.fields.model_dump().items():
+        for key, field in self.config.fields.model_dump().items():
             if field not in columns:
                 hint = ""
                 if field.lower() in (c.lower() for c in columns):
@@ -262,13 +262,13 @@ class SqlConnector(Connector):
         if code in _LOCK_WAIT:
             return TransientSourceError(
                 f"{where}: the query waited longer than lock_timeout="
-                f"{_shown(self.source.lock_timeout)} for a lock on the source; another session "
+                f"{_shown(self.config.lock_timeout)} for a lock on the source; another session "
                 f"holds a lock — raise lock_timeout or retry later ({detail})"
             )
         if code in _TOO_LONG or (code == "57014" and "statement timeout" in detail):
             return TransientSourceError(
                 f"{where}: the query ran longer than statement_timeout="
-                f"{_shown(self.source.statement_timeout)} and was cancelled — make it cheaper "
+                f"{_shown(self.config.statement_timeout)} and was cancelled — make it cheaper "
                 f"(an index on the time column, a shorter cadence) or raise statement_timeout "
                 f"({detail})"
             )
@@ -294,17 +294,17 @@ class SqlConnector(Connector):
         return PermanentSourceError(f"{where}: the query failed: {detail}")
 
 
-def _engine_url(name: str, source: SqlSource) -> URL:
+def _engine_url(name: str, config: SqlSource) -> URL:
     """The SQLAlchemy URL: plain postgresql:// goes to psycopg 3; username/password override.
 
     A URL that does not parse is never quoted back, nor is the parser's message: either may
     hold part of a password that was not percent-encoded.
     """
     where = f"sql source {name!r}: url"
-    if _BAD_PERCENT.search(source.url):
+    if _BAD_PERCENT.search(config.url):
         raise ConfigError(f"{where} has a '%' that starts no percent-encoded character; {_URL_FIX}")
     try:
-        url = make_url(source.url)
+        url = make_url(config.url)
     except (sa_exc.ArgumentError, ValueError):
         raise ConfigError(
             f"{where} is not a database URL such as postgresql://user@host:5432/db or "
@@ -314,18 +314,23 @@ def _engine_url(name: str, source: SqlSource) -> URL:
         raise ConfigError(f"{where} has more than one '@' before the host; {_URL_FIX}")
     if url.drivername in ("postgresql", "postgres"):
         url = url.set(drivername="postgresql+psycopg")
-    if source.username is not None:
-        url = url.set(username=source.username)
-    if source.password is not None:
-        url = url.set(password=source.password)
+    try:
+        url.get_dialect()  # an unknown database name fails here, not as SQLAlchemy's own error
+    except sa_exc.ArgumentError as exc:
+        raise ConfigError(f"{where}: cannot use {url.drivername!r} ({exc}); install its "
+                          "driver or fix the url") from None
+    if config.username is not None:
+        url = url.set(username=config.username)
+    if config.password is not None:
+        url = url.set(password=config.password)
     register_secret(url.password)
     return url
 
 
-def _connect_args(name: str, url: URL, source: SqlSource) -> dict[str, Any]:
+def _connect_args(name: str, url: URL, config: SqlSource) -> dict[str, Any]:
     """Driver arguments: PostgreSQL gets a connect timeout, names itself to the DBA and starts
     every transaction read-only (added to any `options` the url or connect_args give)."""
-    args = dict(source.connect_args)
+    args = dict(config.connect_args)
     if url.get_backend_name() == "postgresql":
         for key, value in (
             ("connect_timeout", CONNECT_TIMEOUT_S),
@@ -345,10 +350,10 @@ def _one_statement_per_query(
     cparams["client_flag"] = int(cparams.get("client_flag", 0)) & ~_MULTI_STATEMENTS
 
 
-def _session_statements(dialect: Dialect, source: SqlSource) -> list[str]:
+def _session_statements(dialect: Dialect, config: SqlSource) -> list[str]:
     """What opens each pull's transaction: read-only first, then the bounds on every wait."""
-    statement_s = source.statement_timeout.total_seconds()
-    lock_s = source.lock_timeout.total_seconds()
+    statement_s = config.statement_timeout.total_seconds()
+    lock_s = config.lock_timeout.total_seconds()
     if dialect.name == "postgresql":
         return [
             "SET TRANSACTION READ ONLY",
@@ -380,6 +385,18 @@ def _ms(seconds: float) -> int:
 
 def _shown(value: timedelta) -> str:
     return f"{value.total_seconds():g}s"
+
+
+def _driver_connection(conn: Connection) -> Any:
+    """The DBAPI driver's own connection under `conn` (sqlite3's, psycopg's, ...).
+
+    SQLAlchemy types it as optional: it is None only once the connection was invalidated,
+    which a connection checked out by `_session` never is.
+    """
+    raw = conn.connection.driver_connection
+    if raw is None:
+        raise RuntimeError("the SQL connection was invalidated; it has no driver connection")
+    return raw
 
 
 def _parse_as_one_command(raw: psycopg.Connection[Any], statement: str) -> None:
@@ -439,9 +456,9 @@ def _sqlite_text(value: datetime) -> str:
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ")
 
 
-def _csv_options(source: SqlSource) -> pacsv.ConvertOptions:
+def _csv_options(config: SqlSource) -> pacsv.ConvertOptions:
     """Read the mapped fields as text; an unquoted empty field is NULL, `""` an empty string."""
-    names = raw_schema(source.fields).names
+    names = raw_schema(config.fields).names
     return pacsv.ConvertOptions(
         include_columns=names,
         column_types={name: pa.large_string() for name in names},

@@ -18,11 +18,9 @@ from dagster._core.storage.tags import (
 
 from pull_pipeline.alerts import Alerter, Throttle, channels_from_config, first_line
 from pull_pipeline.config.models import AlertsConfig
-from pull_pipeline.defs.assets import SOURCE_TAG
+from pull_pipeline.defs.naming import SOURCE_TAG, source_of
 
 THROTTLE_PREFIX = "pull_pipeline/alert_throttle/"
-RERUN_HINT = ("fix the cause, then rerun the failed partitions (asset page > Partitions > "
-              "Materialize > backfill 'Failed and missing')")
 
 
 class InstanceThrottleStore:
@@ -53,8 +51,8 @@ def run_url(config: AlertsConfig, run_id: str) -> str:
     return f"{webui(config)}/runs/{run_id}"
 
 
-def asset_url(config: AlertsConfig, source: str) -> str:
-    return f"{webui(config)}/assets/{quote(source)}/readings"
+def asset_url(config: AlertsConfig, key: dg.AssetKey) -> str:
+    return f"{webui(config)}/assets/" + "/".join(quote(part) for part in key.path)
 
 
 def run_partitions(run: dg.DagsterRun, partitions_def: dg.PartitionsDefinition | None) -> list[str]:
@@ -94,7 +92,7 @@ def run_failure(step_failures: Sequence[dg.DagsterEvent], run_message: str = "")
     source = None
     for event in step_failures:
         data = event.step_failure_data
-        user = data.user_failure_data if data else None
+        user = data.user_failure_data
         metadata: Mapping[str, object] = user.metadata if user else {}
         flag = metadata.get("transient")
         transient = transient and bool(getattr(flag, "value", False))
@@ -102,7 +100,7 @@ def run_failure(step_failures: Sequence[dg.DagsterEvent], run_message: str = "")
         if user and user.description:
             errors.append(first_line(user.description))
         else:  # a framework error: its message (no traceback) is short, keep it on one line
-            message = data.error.message if data and data.error else event.message or ""
+            message = data.error.message if data.error else event.message or ""
             errors.append(first_line(" ".join(message.replace("dagster._core.errors.", "").split())))
     return RunFailure(next((e for e in errors if e), first_line(run_message)), transient, source)
 
@@ -110,5 +108,5 @@ def run_failure(step_failures: Sequence[dg.DagsterEvent], run_message: str = "")
 def run_source(run: dg.DagsterRun, failure: RunFailure, sources: Sequence[str]) -> str | None:
     """The source of a run: its tag, the failure's metadata, or the assets it targeted."""
     candidates = [run.tags.get(SOURCE_TAG), failure.source]
-    candidates += [key.path[0] for key in run.asset_selection or () if key.path]
+    candidates += [source_of(key) for key in run.asset_selection or () if key.path]
     return next((name for name in candidates if name in sources), None)

@@ -1,23 +1,20 @@
-"""Replay, archive export and restore in Dagster: thin wiring around `pull_pipeline.archive`.
+"""Archive export and restore in Dagster: thin wiring around `pull_pipeline.archive`.
 
-Per source, all partitioned like the source:
-- job `replay_<source>`: materializes `<source>/readings` only, which reads the landing
-  store, so the source is never contacted;
-- asset `<source>/archive` (only with `archive:` configured): exports the window, verified;
-- job `export_<source>` and sensor `archive_<source>` (only with `archive:`): the sensor
-  exports windows older than `export_after`, oldest first, one range run at a time;
-- job `restore_<source>` (only with `archive:`): loads archived windows back into the sink.
+Per source with `archive:` configured, all partitioned like the source:
+- asset `<source>/archive`: exports the window, verified (job `export_<source>`, built
+  with the other asset jobs in `defs/jobs.py`);
+- sensor `archive_<source>`: exports windows older than `export_after`, oldest first, one
+  range run at a time;
+- job `restore_<source>`: loads archived windows back into the sink.
 
 No `from __future__ import annotations` here: Dagster inspects the `context` annotation.
 """
 
-from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timedelta
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import Any
 
 import dagster as dg
-from dagster._core.definitions.unresolved_asset_job_definition import (
-    UnresolvedAssetJobDefinition,  # what define_asset_job returns; not exported by dagster
-)
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
@@ -31,29 +28,25 @@ from pull_pipeline.archive import (
     restore_windows,
 )
 from pull_pipeline.config.loader import Project
-from pull_pipeline.config.models import ArchiveConfig, S3Config, SourceBase
-from pull_pipeline.defs.assets import (
-    OPERATION_TAG,
-    SOURCE_TAG,
-    failures_named,
-    readings_key,
-    windows_for,
-)
-from pull_pipeline.defs.checks import utc_now
-from pull_pipeline.defs.jobs import run_tags, without_freshness_check
-from pull_pipeline.defs.partitions import build_partitions
+from pull_pipeline.config.models import ArchiveConfig
+from pull_pipeline.defs.context import SourceContext
+from pull_pipeline.defs.jobs import run_tags
+from pull_pipeline.defs.naming import MAINTENANCE_TAG, SOURCE_TAG
+from pull_pipeline.defs.partitions import complete_windows
+from pull_pipeline.defs.resources import S3Settings
 from pull_pipeline.defs.sensors import sensor_status
-from pull_pipeline.s3 import is_s3_url
-from pull_pipeline.scheduling import complete_windows
-from pull_pipeline.sink.timescale import TimescaleSink, Window
+from pull_pipeline.defs.steps import failures_named, windows_for, within_retention
+from pull_pipeline.sink.timescale import TimescaleSink
+from pull_pipeline.storage import is_s3_url
+from pull_pipeline.windows import Window
 
 
 class ArchiveResource(dg.ConfigurableResource):
-    """The archive path and policy. `s3_json` keeps `${NAME}` placeholders unresolved, so no
+    """The archive path and policy. `s3` keeps `${NAME}` placeholders unresolved, so no
     credential is ever part of Dagster's resource config."""
 
     path: str
-    s3_json: str | None = None
+    s3: S3Settings | None = None
     export_after_seconds: float
     drop_after_export: bool = False
 
@@ -61,62 +54,37 @@ class ArchiveResource(dg.ConfigurableResource):
     def from_config(cls, config: ArchiveConfig, path: str) -> "ArchiveResource":
         return cls(
             path=path,
-            s3_json=config.s3.model_dump_json() if config.s3 else None,
+            s3=S3Settings.from_config(config.s3),
             export_after_seconds=config.export_after.total_seconds(),
             drop_after_export=config.drop_after_export,
         )
 
     def store(self) -> ArchiveStore:
-        s3 = S3Config.model_validate_json(self.s3_json) if self.s3_json else None
-        return ArchiveStore.open(self.path, s3)
+        return ArchiveStore.open(self.path, self.s3.to_config() if self.s3 else None)
 
     def policy(self) -> ExportPolicy:
         return ExportPolicy(timedelta(seconds=self.export_after_seconds), self.drop_after_export)
 
 
-def archive_key(name: str) -> dg.AssetKey:
-    return dg.AssetKey([name, "archive"])
-
-
-def replay_job_name(name: str) -> str:
-    return f"replay_{name}"
-
-
-def restore_job_name(name: str) -> str:
-    return f"restore_{name}"
-
-
-def build_replay_job(name: str, source: SourceBase) -> UnresolvedAssetJobDefinition:
-    """`<source>/readings` (and its checks but freshness) rebuilt from the landing store."""
-    selection = without_freshness_check(
-        dg.AssetSelection.assets(readings_key(name)), name, source.freshness is not None)
-    return dg.define_asset_job(
-        replay_job_name(name),
-        selection=selection,
-        tags={SOURCE_TAG: name, OPERATION_TAG: "replay"},
-        description=f"Rebuild {name}/readings for a window or a range from the landing store "
-        "(the raw data as received), without contacting the source.",
-    )
-
-
-def build_archive_asset(name: str, source: SourceBase, path: str) -> dg.AssetsDefinition:
-    partitions_def = build_partitions(source.partitions, name)
+def build_archive_asset(ctx: SourceContext, config: ArchiveConfig) -> dg.AssetsDefinition:
+    name, names, partitions_def = ctx.name, ctx.names, ctx.partitions_def
 
     @dg.asset(
-        key=archive_key(name),
-        deps=[readings_key(name)],
+        key=names.archive,
+        deps=[names.readings],
         partitions_def=partitions_def,
         # A ranged backfill is one run; a rerun skips windows already archived.
         backfill_policy=dg.BackfillPolicy.single_run(),
-        group_name=name,
-        kinds={"parquet", "s3" if is_s3_url(path) else "file"},
+        group_name=names.group,
+        kinds={"parquet", "s3" if is_s3_url(config.path) else "file"},
         tags={SOURCE_TAG: name},
         description=f"{name}: the window exported from the sink to the archive as Parquet and "
         "verified (row count + checksum); dropped from the sink afterwards when "
         "archive.drop_after_export is set.",
     )
     def archive(
-        context: dg.AssetExecutionContext, sink: TimescaleSink, archive: ArchiveResource
+        context: dg.AssetExecutionContext, sink: dg.ResourceParam[TimescaleSink],
+        archive: ArchiveResource,
     ) -> dg.MaterializeResult:
         windows = windows_for(partitions_def, context.partition_keys)
         with failures_named(context, name):
@@ -129,7 +97,7 @@ def build_archive_asset(name: str, source: SourceBase, path: str) -> dg.AssetsDe
     return archive
 
 
-def export_metadata(report: ExportReport, location: str) -> dict[str, object]:
+def export_metadata(report: ExportReport, location: str) -> dict[str, Any]:
     return {
         "windows": report.windows,
         "exported": len(report.exported),
@@ -143,23 +111,10 @@ def export_metadata(report: ExportReport, location: str) -> dict[str, object]:
     }
 
 
-def export_job_name(name: str) -> str:
-    return f"export_{name}"
-
-
-def build_export_job(name: str) -> UnresolvedAssetJobDefinition:
-    return dg.define_asset_job(
-        export_job_name(name),
-        selection=dg.AssetSelection.assets(archive_key(name)),
-        tags={SOURCE_TAG: name, OPERATION_TAG: "archive"},
-        description=f"Export windows of {name} from the sink to the archive (verified).",
-    )
-
-
 def windows_to_export(
     keys: Sequence[str],
-    readings: Mapping[str, dg.AssetPartitionStatus],
-    archived: Mapping[str, dg.AssetPartitionStatus],
+    readings: Mapping[str, dg.AssetPartitionStatus | None],
+    archived: Mapping[str, dg.AssetPartitionStatus | None],
     limit: int,
 ) -> list[str]:
     """The oldest unbroken stretch of windows (at most `limit`) loaded but not yet archived.
@@ -179,16 +134,14 @@ def windows_to_export(
     return stretch
 
 
-def build_export_sensor(
-    name: str, source: SourceBase, config: ArchiveConfig, clock: Callable[[], datetime]
-) -> dg.SensorDefinition:
+def build_export_sensor(ctx: SourceContext, config: ArchiveConfig) -> dg.SensorDefinition:
     """`archive_<source>`: exports windows once they are older than `export_after`."""
-    partitions_def = build_partitions(source.partitions, name)
-    off = source.paused or not config.auto_export
+    name, names, partitions_def = ctx.name, ctx.names, ctx.partitions_def
+    off = ctx.config.paused or not config.auto_export
 
     @dg.sensor(
-        name=f"archive_{name}",
-        job_name=export_job_name(name),
+        name=names.export_sensor,
+        job_name=names.export_job,
         minimum_interval_seconds=15 * 60,
         default_status=sensor_status(off),
         description=f"Exports windows of {name} older than {config.export_after} to the "
@@ -198,12 +151,12 @@ def build_export_sensor(
         if off:
             return dg.SensorResult(skip_reason=f"automatic export of {name} is off in the "
                                    "config (paused: true or archive.auto_export: false)")
-        keys = complete_windows(partitions_def, partitions_def.start, clock() - config.export_after)
+        keys = complete_windows(partitions_def, partitions_def.start, ctx.clock() - config.export_after)
         status = context.instance.get_status_by_partition
-        archived = status(archive_key(name), keys, partitions_def) or {}
+        archived = status(names.archive, keys, partitions_def) or {}
         if dg.AssetPartitionStatus.IN_PROGRESS in archived.values():
             return dg.SensorResult(skip_reason=f"an export of {name} is still running")
-        due = windows_to_export(keys, status(readings_key(name), keys, partitions_def) or {},
+        due = windows_to_export(keys, status(names.readings, keys, partitions_def) or {},
                                 archived, config.windows_per_run)
         failed = sum(value == dg.AssetPartitionStatus.FAILED for value in archived.values())
         held = f"; {failed} window(s) whose export failed wait for a person" if failed else ""
@@ -211,26 +164,28 @@ def build_export_sensor(
             return dg.SensorResult(skip_reason=f"{name}: nothing to export{held}")
         return dg.SensorResult(run_requests=[dg.RunRequest(
             run_key=f"export:{due[0]}...{due[-1]}",
-            tags={**run_tags(name, "archive"), OPERATION_TAG: "archive",
+            tags={**run_tags(name, "archive"), MAINTENANCE_TAG: "archive",
                   ASSET_PARTITION_RANGE_START_TAG: due[0], ASSET_PARTITION_RANGE_END_TAG: due[-1]},
         )])
 
     return export
 
 
-def build_restore_job(name: str, source: SourceBase) -> dg.JobDefinition:
-    partitions_def = build_partitions(source.partitions, name)
+def build_restore_job(ctx: SourceContext) -> dg.JobDefinition:
+    name, names, partitions_def = ctx.name, ctx.names, ctx.partitions_def
 
-    @dg.op(name=f"restore_{name}_windows", tags={SOURCE_TAG: name})
+    @dg.op(name=names.restore_op, tags={SOURCE_TAG: name})
     def restore(
-        context: dg.OpExecutionContext, sink: TimescaleSink, archive: ArchiveResource
+        context: dg.OpExecutionContext, sink: dg.ResourceParam[TimescaleSink],
+        archive: ArchiveResource,
     ) -> None:
-        windows = windows_for(partitions_def, context.partition_keys)
+        windows, expired = within_retention(
+            context, name, windows_for(partitions_def, context.partition_keys), sink.retention)
         store = archive.store()
 
         def restored(window: Window, rows: int) -> None:
             context.log_event(dg.AssetMaterialization(
-                asset_key=readings_key(name), partition=window.key,
+                asset_key=names.readings, partition=window.key,
                 description="Restored from the archive",
                 metadata={"restored_from": store.uri(name, window.key), "rows": rows}))
 
@@ -240,13 +195,13 @@ def build_restore_job(name: str, source: SourceBase) -> dg.JobDefinition:
         context.add_output_metadata({
             "windows": report.windows, "restored": len(report.restored),
             "already_present": len(report.already_present),
-            "rows_restored": report.rows_restored})
+            "rows_restored": report.rows_restored, "windows_beyond_retention": len(expired)})
 
     @dg.job(
-        name=restore_job_name(name),
+        name=names.restore_job,
         partitions_def=partitions_def,
         executor_def=dg.in_process_executor,
-        tags={SOURCE_TAG: name, OPERATION_TAG: "restore"},
+        tags={SOURCE_TAG: name, MAINTENANCE_TAG: "restore"},
         description=f"Load archived windows of {name} back into the sink (window replace); "
         "never contacts the source.",
     )
@@ -256,22 +211,16 @@ def build_restore_job(name: str, source: SourceBase) -> dg.JobDefinition:
     return restore_job
 
 
-def build_archive_and_replay(
-    project: Project, clock: Callable[[], datetime] = utc_now
-) -> dg.Definitions:
-    """Replay jobs for every source; with `archive:` set, also archive assets, export jobs
-    and sensors, and restore jobs."""
-    sources = project.config.sources
-    jobs: list[object] = [build_replay_job(name, source) for name, source in sources.items()]
+def build_archive(ctx: SourceContext, config: ArchiveConfig) -> dg.Definitions:
+    """What `archive:` adds to one source: its archive asset, export sensor and restore job."""
+    return dg.Definitions(assets=[build_archive_asset(ctx, config)],
+                          sensors=[build_export_sensor(ctx, config)],
+                          jobs=[build_restore_job(ctx)])
+
+
+def build_archive_resource(project: Project) -> dict[str, ArchiveResource]:
+    """The `archive` resource, when `archive:` is configured."""
     config = project.config.archive
     if config is None:
-        return dg.Definitions(jobs=jobs)
-    for name, source in sources.items():
-        jobs += [build_export_job(name), build_restore_job(name, source)]
-    return dg.Definitions(
-        assets=[build_archive_asset(name, source, config.path) for name, source in sources.items()],
-        jobs=jobs,
-        sensors=[build_export_sensor(name, source, config, clock) for name, source in sources.items()],
-        resources={"archive": ArchiveResource.from_config(
-            config, project.resolve_path(config.path))},
-    )
+        return {}
+    return {"archive": ArchiveResource.from_config(config, project.resolve_path(config.path))}

@@ -3,106 +3,65 @@
 No `from __future__ import annotations` here: Dagster inspects the `context` annotation.
 """
 
-
-import traceback
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from datetime import UTC
 from typing import Any
 
 import dagster as dg
 
+from pull_pipeline.alerts.message import describe_partitions
 from pull_pipeline.config.env import resolve_env
-from pull_pipeline.config.models import SourceBase
 from pull_pipeline.connectors import make_connector
-from pull_pipeline.defs.partitions import build_partitions
+from pull_pipeline.defs.checks import has_rows_per_window, valid_rows_per_window
+from pull_pipeline.defs.context import SourceContext
+from pull_pipeline.defs.coverage import coverage_metadata
+from pull_pipeline.defs.handoff import DoneLoad, hand_over, raw_loads_too, take
+from pull_pipeline.defs.naming import (
+    HAS_ROWS_CHECK,
+    MAINTENANCE_TAG,
+    SOURCE_TAG,
+    VALID_ROWS_CHECK,
+)
 from pull_pipeline.defs.resources import LandingResource
+from pull_pipeline.defs.steps import (
+    failures_named,
+    tag_run_with_source,
+    windows_for,
+    within_retention,
+)
 from pull_pipeline.errors import PullPipelineError
-from pull_pipeline.pipeline import LoadStats, RejectRatioExceeded, land, load
-from pull_pipeline.redaction import redact
-from pull_pipeline.sink.timescale import TimescaleSink, Window
-
-SOURCE_TAG = "pull_pipeline/source"
-OPERATION_TAG = "pull_pipeline/operation"  # replay / restore runs: they never call the source
-VALIDATION_CHECK = "valid_rows"
-HAS_ROWS_CHECK = "has_rows"
-
-
-def raw_key(name: str) -> dg.AssetKey:
-    return dg.AssetKey([name, "raw"])
-
-
-def readings_key(name: str) -> dg.AssetKey:
-    return dg.AssetKey([name, "readings"])
+from pull_pipeline.landing import LandingMissing, LandingStore
+from pull_pipeline.pipeline import (
+    LandedWindow,
+    LandStats,
+    LoadStats,
+    land,
+    load,
+    pull,
+)
+from pull_pipeline.sink.timescale import TimescaleSink
+from pull_pipeline.windows import Window
 
 
-def pool_name(name: str) -> str:
-    """The Dagster pool that limits how many steps hit this source at once."""
-    return f"pull_pipeline_{name}"
-
-
-def windows_for(
-    partitions_def: dg.TimeWindowPartitionsDefinition, partition_keys: Sequence[str]
-) -> list[Window]:
-    """A run's partitions as UTC windows: one for a single run, many for a ranged backfill."""
-    windows = []
-    for key in partition_keys:
-        span = partitions_def.time_window_for_partition_key(key)
-        windows.append(
-            Window(key, span.start.astimezone(UTC), span.end.astimezone(UTC))
-        )
-    return windows
-
-
-# Any Dagster context with `.log`: assets, ops (the restore job) and asset checks.
-LoggingContext = dg.AssetExecutionContext | dg.OpExecutionContext | dg.AssetCheckExecutionContext
-
-
-@contextmanager
-def failures_named(context: LoggingContext, name: str) -> Iterator[None]:
-    """Turn any error into a `dg.Failure` with a redacted, source-naming message.
-
-    Exceptions are not chained (`from None`): a library's exception text can carry a URL
-    with a key in it, and Dagster would otherwise store it with the run.
-    """
-    try:
-        yield
-    except PullPipelineError as exc:
-        transient = bool(getattr(exc, "transient", False))
-        raise dg.Failure(
-            description=str(exc),
-            metadata={"source": name, "error": type(exc).__name__, "transient": transient},
-        ) from None
-    except dg.Failure:
-        raise
-    except Exception as exc:  # noqa: BLE001 - a bug or library error: keep the trace, redacted
-        context.log.error(redact("".join(traceback.format_exception(exc))))
-        raise dg.Failure(
-            description=redact(f"{name}: unexpected {type(exc).__name__}: {exc}"),
-            metadata={"source": name, "error": type(exc).__name__, "transient": False},
-        ) from None
-
-
-def build_source_assets(name: str, source: SourceBase) -> list[dg.AssetsDefinition]:
+def build_source_assets(ctx: SourceContext) -> list[dg.AssetsDefinition]:
     """The raw and readings assets of one source, partitioned by its windows."""
-    partitions_def = build_partitions(source.partitions, name)
+    name, config, names, partitions_def = ctx.name, ctx.config, ctx.names, ctx.partitions_def
     common: dict[str, Any] = {
         "partitions_def": partitions_def,
         "backfill_policy": dg.BackfillPolicy.single_run(),
-        "group_name": name,
-        "pool": pool_name(name),
+        "group_name": names.group,
+        "pool": names.pool,
         "tags": {SOURCE_TAG: name},
     }
 
     @dg.asset(
-        key=raw_key(name),
-        description=f"{name}: each window as received from the {source.kind} source, as "
+        key=names.raw,
+        description=f"{name}: each window as received from the {config.kind} source, as "
         "Parquet in the landing store.",
-        kinds={source.kind, "parquet"},
+        kinds={config.kind, "parquet"},
         check_specs=[
             dg.AssetCheckSpec(
                 HAS_ROWS_CHECK,
-                asset=raw_key(name),
+                asset=names.raw,
                 description="Every window of the run returned rows (WARN: an empty window "
                 "succeeds, but may mean late data, missing files or a wrong window query).",
             )
@@ -110,17 +69,30 @@ def build_source_assets(name: str, source: SourceBase) -> list[dg.AssetsDefiniti
         **common,
     )
     def raw(
-        context: dg.AssetExecutionContext, landing: LandingResource, sink: TimescaleSink
-    ) -> dg.MaterializeResult:
-        windows = windows_for(partitions_def, context.partition_keys)
-        with failures_named(context, name):
-            resolved = resolve_env(source, where=f"source {name!r}")
-            with (sink.source_slot(name, source.concurrency, context.log.info,
-                                   source.slot_timeout.total_seconds()),
-                  make_connector(name, resolved) as connector):
-                stats = land(name, resolved, connector, landing.store(), windows,
-                             context.run.run_id, context.log.info)
-        return dg.MaterializeResult(
+        context: dg.AssetExecutionContext, landing: LandingResource,
+        sink: dg.ResourceParam[TimescaleSink],
+    ) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization | dg.AssetCheckEvaluation
+                  | dg.Output]:
+        tag_run_with_source(context, name)
+        windows, expired = within_retention(
+            context, name, windows_for(partitions_def, context.partition_keys), sink.retention)
+        if not windows:
+            yield dg.MaterializeResult(metadata=beyond_retention_metadata(expired))
+            yield from has_rows_per_window(context, ctx, [], [])
+            return
+        stats, loaded = LandStats(), LoadStats()
+        loads = raw_loads_too(context, names, len(windows))  # see defs/handoff.py
+        try:
+            with failures_named(context, name):
+                error = fetch_and_land(context, ctx, landing.store(), sink, windows,
+                                       stats, loaded if loads else None)
+        except dg.Failure:
+            yield from landed_before_failure(names.raw, stats.landed)
+            yield from loaded_before_failure(names.readings, loaded.loaded_windows)
+            raise
+        if loads:
+            hand_over(context.run.run_id, name, DoneLoad(loaded, error))
+        yield dg.MaterializeResult(
             metadata={
                 "rows": stats.rows,
                 "pages": stats.pages,
@@ -128,50 +100,140 @@ def build_source_assets(name: str, source: SourceBase) -> list[dg.AssetsDefiniti
                 **{f"seconds_{phase}": round(value, 3) for phase, value in stats.phases.items()},
                 "rows_per_second": round(stats.rows / stats.seconds) if stats.seconds else 0,
                 "landing": stats.uris[0] if len(stats.uris) == 1 else f"{len(stats.uris)} files",
+                **beyond_retention_metadata(expired),
             },
-            check_results=[
-                dg.AssetCheckResult(
-                    check_name=HAS_ROWS_CHECK,
-                    passed=not stats.empty_windows,
-                    severity=dg.AssetCheckSeverity.WARN,
-                    metadata={"windows_without_rows": dg.MetadataValue.json(stats.empty_windows)},
-                )
-            ],
         )
+        yield from has_rows_per_window(context, ctx, windows, stats.empty_windows)
 
     @dg.asset(
-        key=readings_key(name),
-        deps=[raw_key(name)],
+        key=names.readings,
+        deps=[names.raw],
         description=f"{name}: canonical readings (sensor_tag, ts, sensor_value), validated "
         "with pandera, replacing each window in the sink.",
         kinds={"postgres", "pandera"},
         check_specs=[
             dg.AssetCheckSpec(
-                VALIDATION_CHECK,
-                asset=readings_key(name),
+                VALID_ROWS_CHECK,
+                asset=names.readings,
                 blocking=True,
                 description="Rows failing the canonical schema stay within max_reject_ratio "
-                f"({source.max_reject_ratio:.0%}); rejects are quarantined with their reason.",
+                f"({config.max_reject_ratio:.0%}); rejects are quarantined with their reason.",
             )
         ],
         **common,
     )
     def readings(
-        context: dg.AssetExecutionContext, sink: TimescaleSink, landing: LandingResource
-    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-        windows = windows_for(partitions_def, context.partition_keys)
+        context: dg.AssetExecutionContext, sink: dg.ResourceParam[TimescaleSink],
+        landing: LandingResource,
+    ) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization | dg.AssetCheckEvaluation
+                  | dg.Output]:
+        tag_run_with_source(context, name)
+        windows, expired = within_retention(
+            context, name, windows_for(partitions_def, context.partition_keys), sink.retention)
+        if not windows:
+            yield dg.MaterializeResult(metadata=beyond_retention_metadata(expired))
+            yield from valid_rows_per_window(context, ctx, LoadStats(), [])
+            return
+        store = landing.store()
+        done = take(context.run.run_id, name)  # the load `raw` did as it landed, if it did
+        stats = done.stats if done else LoadStats()
         with failures_named(context, name):
+            if done is None:
+                yield from land_missing(context, ctx, store, sink, windows)
             try:
-                stats = load(name, source, landing.store(), sink, windows, context.run.run_id)
-            except RejectRatioExceeded as exc:
-                yield _validation_result(exc.stats, source, passed=False)
+                if done is None:
+                    load(name, config, store, sink, windows, context.run.run_id, stats)
+                elif done.error is not None:
+                    raise done.error
+            except Exception as exc:
+                yield from loaded_before_failure(names.readings, stats.loaded_windows)
+                yield from valid_rows_per_window(context, ctx, stats, windows, exc)
                 raise
-        yield dg.MaterializeResult(
-            metadata=readings_metadata(stats),
-            check_results=[_validation_result(stats, source, passed=True)],
-        )
+        yield dg.MaterializeResult(metadata={
+            **readings_metadata(stats),
+            **coverage_metadata(sink, name, windows, config.expected_interval),
+            **beyond_retention_metadata(expired)})
+        yield from valid_rows_per_window(context, ctx, stats, windows)
 
     return [raw, readings]
+
+
+def beyond_retention_metadata(expired: Sequence[Window]) -> dict[str, Any]:
+    """Which windows of the run were skipped as older than `sink.retention` (if any)."""
+    if not expired:
+        return {}
+    return {"windows_beyond_retention": len(expired),
+            "beyond_retention": describe_partitions([w.key for w in expired])}
+
+
+def landed_before_failure(
+    key: dg.AssetKey, landed: Sequence[LandedWindow]
+) -> Iterator[dg.AssetMaterialization]:
+    """One materialization per window a failed run did land, so the partition status shows
+    them landed and only the rest failed (a rerun of failed windows then skips them)."""
+    for window in landed:
+        yield dg.AssetMaterialization(
+            asset_key=key, partition=window.key,
+            metadata={"rows": window.rows, "pages": window.pages, "landing": window.uri})
+
+
+def loaded_before_failure(
+    key: dg.AssetKey, loaded: dict[str, int]
+) -> Iterator[dg.AssetMaterialization]:
+    """One materialization per window a failed run did load and commit; see above."""
+    for window_key, rows in loaded.items():
+        yield dg.AssetMaterialization(asset_key=key, partition=window_key,
+                                      metadata={"rows_loaded": rows})
+
+
+def fetch_and_land(
+    context: dg.AssetExecutionContext, ctx: SourceContext, store: LandingStore,
+    sink: TimescaleSink, windows: Sequence[Window], stats: LandStats,
+    loaded: LoadStats | None = None,
+) -> PullPipelineError | None:
+    """Fetch `windows` from the source and land them, holding one of the source's slots.
+
+    With `loaded`, each window also loads as it lands (`pipeline.pull`); the load's error
+    is returned, for `readings` to report. Config errors name the file, source and key."""
+    name, config = ctx.name, ctx.config
+    resolved = resolve_env(config, where=ctx.where)
+    with (sink.source_slot(name, config.concurrency, context.log.info,
+                           config.slot_timeout.total_seconds()),
+          make_connector(name, resolved, ctx.project.path) as connector):
+        if loaded is not None:
+            return pull(name, resolved, connector, store, sink, windows, context.run.run_id,
+                        context.log.info, stats, loaded)
+        land(name, resolved, connector, store, windows, context.run.run_id, context.log.info,
+             stats)
+        return None
+
+
+def land_missing(
+    context: dg.AssetExecutionContext, ctx: SourceContext, store: LandingStore,
+    sink: TimescaleSink, windows: Sequence[Window],
+) -> Iterator[dg.AssetMaterialization]:
+    """Land the windows of a `readings`-only run that were never landed, as `raw` would.
+
+    "Materialize" on `readings` alone would otherwise fail on a window nobody fetched. Its
+    landing is recorded as a `raw` materialization. A replay promises never to contact the
+    source, so it refuses instead, before touching the sink.
+    """
+    missing = [w for w in windows if store.folder.info(store.key(ctx.name, w.key)) is None]
+    if not missing:
+        return
+    were = (f"window {missing[0].key} was" if len(missing) == 1 else
+            f"windows {describe_partitions([w.key for w in missing])} were")
+    if context.run.tags.get(MAINTENANCE_TAG) == "replay":
+        raise LandingMissing(
+            f"{ctx.name}: {were} never landed, and a replay never contacts the source; run "
+            f"{ctx.names.pull_job} (or materialize {ctx.name}/raw) for it first")
+    context.log.info(f"{ctx.name}: {were} never landed; fetching first, as {ctx.name}/raw would")
+    stats = LandStats()
+    fetch_and_land(context, ctx, store, sink, missing, stats)
+    for window, uri in zip(missing, stats.uris, strict=True):
+        yield dg.AssetMaterialization(
+            asset_key=ctx.names.raw, partition=window.key,
+            metadata={"landing": uri, "landed_by": "readings (the window was never landed)"})
 
 
 def readings_metadata(stats: LoadStats) -> dict[str, Any]:
@@ -193,22 +255,3 @@ def readings_metadata(stats: LoadStats) -> dict[str, Any]:
         metadata["min_ts"] = dg.MetadataValue.timestamp(stats.min_ts.to_pydatetime())
         metadata["max_ts"] = dg.MetadataValue.timestamp(stats.max_ts.to_pydatetime())
     return metadata
-
-
-def _validation_result(stats: LoadStats, source: SourceBase, passed: bool) -> dg.AssetCheckResult:
-    metadata: dict[str, Any] = {
-        "rows_fetched": stats.fetched,
-        "rows_rejected": stats.result.rejected,
-        "max_reject_ratio": source.max_reject_ratio,
-        "rejected_by_window": dg.MetadataValue.json(stats.rejected_by_window),
-    }
-    if stats.first_reasons:
-        metadata["example_reasons"] = dg.MetadataValue.md(
-            "\n".join(f"- {redact(reason)}" for reason in stats.first_reasons[:3])
-        )
-    return dg.AssetCheckResult(
-        check_name=VALIDATION_CHECK,
-        passed=passed,
-        severity=dg.AssetCheckSeverity.ERROR,
-        metadata=metadata,
-    )

@@ -1,27 +1,33 @@
-"""The pull job of each source and the tags every automated run carries.
+"""The asset jobs of a source, and the tags every automated run carries.
 
-`pull_<source>` materializes `<source>/raw` and `<source>/readings` for a window, with the
-checks that run with them (validation, gaps); freshness is judged by its sensor instead.
+Per source, partitioned like the source:
+- `pull_<source>` materializes `<source>/raw` and `<source>/readings` for a window, with
+  the checks that run with them (validation, gaps); freshness is judged by its sensor;
+- `replay_<source>` materializes `<source>/readings` only, which reads the landing store,
+  so the source is never contacted;
+- `export_<source>` (only with `archive:`) materializes `<source>/archive`.
+
+Every asset job is created here, so what a source costs in jobs is visible in one place.
+Each is a `SourceAssetJob`: it resolves on its source's assets only (see `job_scope`).
 """
+
+from __future__ import annotations
+
+from dataclasses import dataclass
 
 import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import (
     UnresolvedAssetJobDefinition,  # what define_asset_job returns; not exported by dagster
 )
 
-from pull_pipeline.defs.assets import SOURCE_TAG, raw_key, readings_key
+from pull_pipeline.defs.context import SourceContext
+from pull_pipeline.defs.job_scope import SourceAssetJob
+from pull_pipeline.defs.naming import MAINTENANCE_TAG, SOURCE_TAG, TRIGGER_TAG
 
-TRIGGER_TAG = "pull_pipeline/trigger"
-FRESHNESS_CHECK = "freshness"
-GAP_CHECK = "gaps"
 # Runs retry only when the run worker crashed: dagster.yaml sets run_retries with
 # retry_on_asset_or_op_failure: false; the tags repeat it so these runs behave the same
 # on an instance configured otherwise. Transient source errors retry inside the step.
 RETRY_TAGS = {"dagster/max_retries": "2", "dagster/retry_on_asset_or_op_failure": "false"}
-
-
-def pull_job_name(source: str) -> str:
-    return f"pull_{source}"
 
 
 def run_tags(source: str, trigger: str) -> dict[str, str]:
@@ -29,22 +35,55 @@ def run_tags(source: str, trigger: str) -> dict[str, str]:
     return {SOURCE_TAG: source, TRIGGER_TAG: trigger, **RETRY_TAGS}
 
 
-def without_freshness_check(
-    selection: dg.AssetSelection, name: str, has_freshness_check: bool
-) -> dg.AssetSelection:
-    """`selection` less the freshness check of `<name>/readings`: its sensor judges it."""
-    if not has_freshness_check:
+@dataclass(frozen=True)
+class AssetJobs:
+    pull: UnresolvedAssetJobDefinition
+    replay: UnresolvedAssetJobDefinition
+    export: UnresolvedAssetJobDefinition | None
+
+    def all(self) -> list[UnresolvedAssetJobDefinition]:
+        return [job for job in (self.pull, self.replay, self.export) if job is not None]
+
+
+def build_asset_jobs(ctx: SourceContext) -> AssetJobs:
+    return AssetJobs(pull=_pull_job(ctx), replay=_replay_job(ctx),
+                     export=_export_job(ctx) if ctx.archive is not None else None)
+
+
+def _without_freshness_check(ctx: SourceContext, selection: dg.AssetSelection) -> dg.AssetSelection:
+    """`selection` less the freshness check of `<source>/readings`: its sensor judges it."""
+    if ctx.config.freshness is None:
         return selection
-    return selection - dg.AssetSelection.checks(dg.AssetCheckKey(readings_key(name), FRESHNESS_CHECK))
+    return selection - dg.AssetSelection.checks(ctx.names.freshness_check)
 
 
-def build_pull_job(source: str, has_freshness_check: bool) -> UnresolvedAssetJobDefinition:
-    selection = without_freshness_check(
-        dg.AssetSelection.assets(raw_key(source), readings_key(source)), source, has_freshness_check)
-    return dg.define_asset_job(
-        pull_job_name(source),
-        selection=selection,
-        tags={SOURCE_TAG: source},
-        description=f"Pull windows of {source}: fetch and land the raw data, then validate "
+def _pull_job(ctx: SourceContext) -> UnresolvedAssetJobDefinition:
+    names = ctx.names
+    return SourceAssetJob(
+        name=names.pull_job,
+        selection=_without_freshness_check(ctx, dg.AssetSelection.assets(names.raw, names.readings)),
+        tags={SOURCE_TAG: ctx.name},
+        description=f"Pull windows of {ctx.name}: fetch and land the raw data, then validate "
         "and load it into the sink (one partition per window).",
+    )
+
+
+def _replay_job(ctx: SourceContext) -> UnresolvedAssetJobDefinition:
+    """`<source>/readings` (and its checks but freshness) rebuilt from the landing store."""
+    name = ctx.name
+    return SourceAssetJob(
+        name=ctx.names.replay_job,
+        selection=_without_freshness_check(ctx, dg.AssetSelection.assets(ctx.names.readings)),
+        tags={SOURCE_TAG: name, MAINTENANCE_TAG: "replay"},
+        description=f"Rebuild {name}/readings for a window or a range from the landing store "
+        "(the raw data as received), without contacting the source.",
+    )
+
+
+def _export_job(ctx: SourceContext) -> UnresolvedAssetJobDefinition:
+    return SourceAssetJob(
+        name=ctx.names.export_job,
+        selection=dg.AssetSelection.assets(ctx.names.archive),
+        tags={SOURCE_TAG: ctx.name, MAINTENANCE_TAG: "archive"},
+        description=f"Export windows of {ctx.name} from the sink to the archive (verified).",
     )

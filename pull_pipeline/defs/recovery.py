@@ -10,32 +10,44 @@ probe, an error's kind or an alert. The decisions themselves are in `pull_pipeli
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import takewhile
 
 import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import (
     UnresolvedAssetJobDefinition,  # what define_asset_job returns; not exported by dagster
 )
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+)
 
-from pull_pipeline.alerts import Alert, Alerter
+from pull_pipeline.alerts import Alerter, wording
 from pull_pipeline.config.env import resolve_env
-from pull_pipeline.config.loader import Project
-from pull_pipeline.config.models import AlertsConfig, SourceBase
 from pull_pipeline.connectors import make_connector
 from pull_pipeline.defs.alerting import (
-    RERUN_HINT,
     asset_url,
     make_alerter,
     run_failure,
     run_partitions,
     run_url,
 )
-from pull_pipeline.defs.assets import OPERATION_TAG, SOURCE_TAG, readings_key
+from pull_pipeline.defs.context import SourceContext
 from pull_pipeline.defs.jobs import run_tags
+from pull_pipeline.defs.naming import MAINTENANCE_TAG, SOURCE_TAG
+from pull_pipeline.defs.partitions import complete_windows
 from pull_pipeline.defs.sensors import sensor_status
 from pull_pipeline.errors import PullPipelineError
-from pull_pipeline.recovery import Cursor, Plan, Probe, Status, Window, plan_recovery
+from pull_pipeline.recovery import (
+    Caps,
+    Cursor,
+    Plan,
+    Probe,
+    Status,
+    WindowState,
+    expiry_margin,
+    plan_recovery,
+)
 from pull_pipeline.redaction import redact
-from pull_pipeline.scheduling import complete_windows
 
 # The newest windows belong to the schedule for this long after their tick.
 SETTLE = timedelta(minutes=5)
@@ -77,7 +89,7 @@ def last_failures(
     )
     for record in records:  # newest first
         run = record.dagster_run
-        if run.tags.get(OPERATION_TAG):  # replay/restore runs never pull from the source
+        if run.tags.get(MAINTENANCE_TAG):  # replay/restore/archive runs never call the source
             continue
         covered = [k for k in run_partitions(run, partitions_def) if k in wanted and k not in found]
         if not covered:
@@ -93,10 +105,11 @@ def last_failures(
     return found
 
 
-def probe_source(name: str, source: SourceBase) -> Probe:
+def probe_source(ctx: SourceContext) -> Probe:
     """Ask the source once whether it answers (no retries); classify the answer."""
     try:
-        with make_connector(name, resolve_env(source, where=f"source {name!r}")) as connector:
+        resolved = resolve_env(ctx.config, where=ctx.where)
+        with make_connector(ctx.name, resolved, ctx.project.path) as connector:
             connector.probe()
     except PullPipelineError as exc:
         return Probe(ok=False, permanent=not getattr(exc, "transient", False), message=str(exc))
@@ -106,51 +119,52 @@ def probe_source(name: str, source: SourceBase) -> Probe:
 
 
 def build_recovery_sensor(
-    name: str,
-    source: SourceBase,
-    partitions_def: dg.TimeWindowPartitionsDefinition,
-    job: UnresolvedAssetJobDefinition,
-    project: Project,
-    clock: Callable[[], datetime],
+    ctx: SourceContext, job: UnresolvedAssetJobDefinition
 ) -> dg.SensorDefinition:
     """`recover_<source>`: every minute, plan with `plan_recovery` and request the windows."""
-    recovery = source.recovery
-    alerts = project.config.alerts
-    off = source.paused or not recovery.enabled
+    name, config, partitions_def = ctx.name, ctx.config, ctx.partitions_def
+    recovery = config.recovery
+    alerts = ctx.alerts
+    off = config.paused or not recovery.enabled
+    caps = Caps(windows_per_run=recovery.max_windows_per_run,
+                runs_in_flight=recovery.max_runs_in_flight,
+                windows_in_flight=recovery.max_windows_per_tick)
 
     @dg.sensor(
-        name=f"recover_{name}",
+        name=ctx.names.recovery_sensor,
         job=job,
         minimum_interval_seconds=60,
         default_status=sensor_status(off),
         description=f"Requests windows of {name} that are missing or failed transiently within "
-        f"the last {recovery.horizon}, once the source answers a probe; at most "
-        f"{recovery.max_windows_per_tick} in flight.",
+        f"the last {recovery.horizon}, once the source answers a probe, as ranges of at most "
+        f"{recovery.max_windows_per_run} windows per run; at most "
+        f"{recovery.max_runs_in_flight} run(s) and {recovery.max_windows_per_tick} windows in "
+        "flight. Alerts on windows about to leave the horizon unloaded.",
     )
     def recover(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         if off:
             return dg.SensorResult(skip_reason=f"recovery of {name} is off in the config "
                                    "(paused: true or recovery.enabled: false)")
-        now = clock()
+        now = ctx.clock()
         since = now - recovery.horizon
-        keys = complete_windows(partitions_def, since, now - source.partitions.lag - SETTLE)
+        keys = complete_windows(partitions_def, since, now - config.partitions.lag - SETTLE)
         statuses = context.instance.get_status_by_partition(
-            readings_key(name), keys, partitions_def) or {}
+            ctx.names.readings, keys, partitions_def) or {}
         failed = [k for k in keys if statuses.get(k) == dg.AssetPartitionStatus.FAILED]
         failures = last_failures(context.instance, name, partitions_def, failed, since)
+        cutoff = since + expiry_margin(recovery.horizon)  # keys go oldest first
+        expiring = set(takewhile(
+            lambda k: partitions_def.start_time_for_partition_key(k) < cutoff, keys))
         windows = [
-            Window(k, _status(statuses.get(k)),
-                   permanent=k in failures and not failures[k].transient)
+            WindowState(k, _status(statuses.get(k)),
+                        permanent=k in failures and not failures[k].transient,
+                        expiring=k in expiring)
             for k in keys
         ]
-        plan = plan_recovery(Cursor.parse(context.cursor), windows,
-                             recovery.max_windows_per_tick, now.timestamp(),
-                             probe=lambda: probe_source(name, source))
-        announce(lambda: make_alerter(alerts, context.instance), name, plan, failures, alerts)
-        requests = [
-            dg.RunRequest(run_key=plan.run_key(k), partition_key=k, tags=run_tags(name, "recovery"))
-            for k in plan.request
-        ]
+        plan = plan_recovery(Cursor.parse(context.cursor), windows, caps, now.timestamp(),
+                             probe=lambda: probe_source(ctx))
+        announce(lambda: make_alerter(alerts, context.instance), ctx, plan, failures)
+        requests = [range_request(plan, keys, run_tags(name, "recovery")) for keys in plan.ranges]
         return dg.SensorResult(
             run_requests=requests,
             cursor=plan.cursor.dump(),
@@ -160,48 +174,41 @@ def build_recovery_sensor(
     return recover
 
 
+def range_request(plan: Plan, keys: list[str], tags: dict[str, str]) -> dg.RunRequest:
+    """One run for `keys` (contiguous, oldest first): a partition, or a single-run range."""
+    if len(keys) == 1:
+        return dg.RunRequest(run_key=plan.run_key(keys), partition_key=keys[0], tags=tags)
+    return dg.RunRequest(run_key=plan.run_key(keys), tags={
+        **tags, ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]})
+
+
 def announce(
     make_alerter: Callable[[], Alerter],
-    name: str,
+    ctx: SourceContext,
     plan: Plan,
     failures: dict[str, LastFailure],
-    alerts: AlertsConfig,
 ) -> None:
-    """The alerts a plan calls for: recovered, windows held for a person, a refusing source.
+    """The alerts a plan calls for: recovered, windows held for a person, a refusing source,
+    windows about to leave the horizon unloaded.
 
     The alerter (channels resolved, `${NAME}` read) is built only when there is one to send.
     """
-    refused = plan.probe is not None and plan.probe.permanent
-    if not (plan.recovered or plan.newly_held or refused):
+    refused = plan.probe if plan.probe is not None and plan.probe.permanent else None
+    if not (plan.recovered or plan.newly_held or plan.newly_expiring or refused is not None):
         return
+    name, alerts, readings = ctx.name, ctx.alerts, ctx.names.readings
     alerter = make_alerter()
     if plan.recovered:
-        alerter.send(Alert(
-            kind="recovered",
-            source=name,
-            summary=f"{name} is back; {len(plan.recovered)} windows backfilled"
-            if plan.after_outage else
-            f"{name} caught up; {len(plan.recovered)} missing windows backfilled",
-            partitions=sorted(plan.recovered),
-            link=asset_url(alerts, name),
-        ))
+        alerter.send(wording.recovered(name, sorted(plan.recovered), plan.after_outage,
+                                       asset_url(alerts, readings)))
     if plan.newly_held:
         latest = failures[plan.newly_held[-1]]
-        alerter.send(Alert(
-            kind="attention",
-            source=name,
-            summary=f"{name}: {len(plan.newly_held)} window(s) failed permanently; automatic "
-            "recovery will not retry them",
-            error=latest.error,
-            partitions=plan.newly_held,
-            link=run_url(alerts, latest.run_id),
-            details=(("Next", RERUN_HINT),),
-        ))
-    if refused:
-        alerter.send(Alert(
-            kind="attention",
-            source=name,
-            summary=f"{name}: the source refuses the recovery probe; {plan.waiting} window(s) wait",
-            error=plan.probe.message,
-            link=asset_url(alerts, name),
-        ))
+        alerter.send(wording.held(name, plan.newly_held, latest.error,
+                                  run_url(alerts, latest.run_id)))
+    if refused is not None:
+        alerter.send(wording.probe_refused(name, plan.waiting, refused.message,
+                                           asset_url(alerts, readings)))
+    if plan.newly_expiring:
+        alerter.send(wording.leaving_horizon(name, plan.cursor.expiring,
+                                             ctx.config.recovery.horizon,
+                                             asset_url(alerts, readings)))

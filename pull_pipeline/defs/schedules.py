@@ -1,49 +1,46 @@
-"""One schedule per source: tick after the window closes plus `lag`, pull it and `lookback` more."""
+"""The schedule of a source: tick after the window closes plus `lag`, pull it and `lookback` more."""
 
-from datetime import UTC, datetime
+from datetime import UTC
 
 import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import (
     UnresolvedAssetJobDefinition,  # what define_asset_job returns; not exported by dagster
 )
 
-from pull_pipeline.config.models import SourceBase
-from pull_pipeline.defs.jobs import pull_job_name, run_tags
-from pull_pipeline.scheduling import newest_windows, shift_cron
+from pull_pipeline.defs.context import SourceContext
+from pull_pipeline.defs.jobs import run_tags
+from pull_pipeline.defs.partitions import newest_windows
+from pull_pipeline.scheduling import shift_cron
 
 
 def default_status(paused: bool) -> dg.DefaultScheduleStatus:
     return dg.DefaultScheduleStatus.STOPPED if paused else dg.DefaultScheduleStatus.RUNNING
 
 
-def build_schedule(
-    name: str,
-    source: SourceBase,
-    partitions_def: dg.TimeWindowPartitionsDefinition,
-    job: UnresolvedAssetJobDefinition,
-) -> dg.ScheduleDefinition:
+def build_schedule(ctx: SourceContext, job: UnresolvedAssetJobDefinition) -> dg.ScheduleDefinition:
     """Each tick requests the newest complete window and the `lookback` windows before it.
 
     One run per window, each with a run key made of the window and the tick time: a tick
     evaluated twice launches nothing twice, while the next tick may pull a window again
     (that is what `lookback` is for: rows the source adds late).
     """
-    lag = source.partitions.lag
-    count = 1 + source.lookback
+    name, config, partitions_def = ctx.name, ctx.config, ctx.partitions_def
+    lag = config.partitions.lag
+    count = 1 + config.lookback
 
     @dg.schedule(
-        name=f"{pull_job_name(name)}_schedule",
+        name=ctx.names.pull_schedule,
         cron_schedule=shift_cron(partitions_def.cron_schedule, lag),
-        execution_timezone=source.partitions.timezone,
+        execution_timezone=config.partitions.timezone,
         job=job,
-        default_status=default_status(source.paused),
-        description=f"Pull each {source.partitions.cadence} window of {name} {lag} after it "
-        f"closes, with the {source.lookback} window(s) before it.",
+        default_status=default_status(config.paused),
+        description=f"Pull each {config.partitions.cadence} window of {name} {lag} after it "
+        f"closes, with the {config.lookback} window(s) before it.",
     )
     def pull_schedule(context: dg.ScheduleEvaluationContext) -> dg.SkipReason | list[dg.RunRequest]:
-        if source.paused:
+        if config.paused:
             return dg.SkipReason(f"{name} is paused in the config (paused: true)")
-        tick = context.scheduled_execution_time or datetime.now(UTC)
+        tick = context.scheduled_execution_time  # Dagster sets it on every tick
         keys = newest_windows(partitions_def, tick - lag, count)
         if not keys:
             return dg.SkipReason(f"{name}: no window is complete yet")

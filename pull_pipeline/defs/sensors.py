@@ -1,15 +1,13 @@
 """Sensors that watch and tell: run failures, freshness, and the per-source pool limits."""
 
-from collections.abc import Callable, Mapping
-from datetime import datetime
+from collections.abc import Mapping, Sequence
 
 import dagster as dg
+from dagster._core.instance.utils import RUNLESS_RUN_ID
 
-from pull_pipeline.alerts import Alert
+from pull_pipeline.alerts import wording
 from pull_pipeline.config.loader import Project
-from pull_pipeline.config.models import SourceBase
 from pull_pipeline.defs.alerting import (
-    RERUN_HINT,
     asset_url,
     make_alerter,
     run_failure,
@@ -17,8 +15,10 @@ from pull_pipeline.defs.alerting import (
     run_source,
     run_url,
 )
-from pull_pipeline.defs.assets import OPERATION_TAG, pool_name
+from pull_pipeline.defs.broken import shown_name
 from pull_pipeline.defs.checks import freshness_evaluation, freshness_verdict
+from pull_pipeline.defs.context import SourceContext
+from pull_pipeline.defs.naming import FAILURE_ALERT_SENSOR, MAINTENANCE_TAG, POOL_LIMITS_SENSOR
 from pull_pipeline.freshness import State
 
 
@@ -26,15 +26,25 @@ def sensor_status(off: bool) -> dg.DefaultSensorStatus:
     return dg.DefaultSensorStatus.STOPPED if off else dg.DefaultSensorStatus.RUNNING
 
 
+def build_location_sensors(
+    project: Project, sources: Sequence[SourceContext]
+) -> list[dg.SensorDefinition]:
+    """The sensors every code location has once, whatever its sources."""
+    return [build_failure_alert_sensor(project, sources), build_pool_limits_sensor(sources)]
+
+
 def build_failure_alert_sensor(
-    project: Project, partitions: Mapping[str, dg.TimeWindowPartitionsDefinition]
+    project: Project, sources: Sequence[SourceContext]
 ) -> dg.SensorDefinition:
-    """Alert on every failed run in this code location, naming source, windows and error."""
+    """Alert on every failed run in this code location, naming source, windows and error.
+
+    Runs of a broken source are not alerted again: its `config_<source>` sensor did."""
     alerts = project.config.alerts
-    sources = project.config.sources
+    by_name = {ctx.name: ctx for ctx in sources}
+    broken = [shown_name(entry.name) for entry in project.broken]
 
     @dg.run_failure_sensor(
-        name="alert_on_run_failure",
+        name=FAILURE_ALERT_SENSOR,
         default_status=dg.DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=30,
         description="Sends an alert (webhook / e-mail from `alerts:`) for each failed run.",
@@ -42,81 +52,64 @@ def build_failure_alert_sensor(
     def alert_on_run_failure(context: dg.RunFailureSensorContext) -> None:
         run = context.dagster_run
         failure = run_failure(context.get_step_failure_events(), context.failure_event.message or "")
-        source = run_source(run, failure, list(sources))
-        config = sources.get(source or "")
-        operation = run.tags.get(OPERATION_TAG)
-        if operation:
-            follow_up = f"{operation} runs are not retried automatically: launch it again"
-        elif not failure.transient:
-            follow_up = f"permanent, not retried automatically: {RERUN_HINT}"
-        elif config is not None and config.recovery.enabled and not config.paused:
-            follow_up = "transient: recovery pulls these windows again once the source answers"
-        else:
-            follow_up = f"transient, and automatic recovery is off: {RERUN_HINT}"
-        alert = Alert(
-            kind="failed",
-            source=source or run.job_name,
-            summary=f"{source or run.job_name}: run of {run.job_name} failed",
-            error=failure.error,
-            partitions=run_partitions(run, partitions.get(source or "")),
-            link=run_url(alerts, run.run_id),
-            details=(("Next", follow_up),),
-        )
+        if run_source(run, failure, broken):
+            return  # a source with an invalid config: its config_<source> sensor alerted once
+        owner = by_name.get(run_source(run, failure, list(by_name)) or "")
+        recovers = owner is not None and owner.config.recovery.enabled and not owner.config.paused
+        next_step = wording.failure_next_step(run.tags.get(MAINTENANCE_TAG), failure.transient,
+                                              recovers)
+        alert = wording.run_failed(
+            owner.name if owner else run.job_name, run.job_name, failure.error,
+            run_partitions(run, owner.partitions_def if owner else None),
+            run_url(alerts, run.run_id), next_step)
         make_alerter(alerts, context.instance).send(alert)
 
     return alert_on_run_failure
 
 
-def build_freshness_sensor(
-    name: str,
-    source: SourceBase,
-    partitions_def: dg.TimeWindowPartitionsDefinition,
-    project: Project,
-    clock: Callable[[], datetime],
-) -> dg.SensorDefinition | None:
+def build_freshness_sensor(ctx: SourceContext) -> dg.SensorDefinition | None:
     """Judge freshness every minute, record it as the `freshness` check, alert when stale.
 
     A check result is recorded (and an alert considered) only when the verdict or the window
-    it is about changes, so the event log does not grow by a row a minute per source.
+    it is about changes, so the event log does not grow by a row a minute per source; or when
+    a run recorded it last: a run launched from the UI with `readings` selected includes the
+    check, and when that run fails the check shows "execution failed" although the source may
+    be fresh. Freshness is the sensor's to judge, so the next tick puts its verdict back.
     """
-    config = source.freshness
-    if config is None:
+    name, config, freshness_config = ctx.name, ctx.config, ctx.config.freshness
+    if freshness_config is None:
         return None
-    alerts = project.config.alerts
 
     @dg.sensor(
-        name=f"freshness_{name}",
+        name=ctx.names.freshness_sensor,
         minimum_interval_seconds=60,
-        default_status=sensor_status(source.paused),
+        default_status=sensor_status(config.paused),
         description=f"Evaluates the freshness check of {name}/readings and alerts when stale.",
     )
     def freshness(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        if source.paused:
+        if config.paused:
             return dg.SensorResult(skip_reason=f"{name} is paused in the config (paused: true)")
-        verdict = freshness_verdict(context.instance, name, config, partitions_def, clock())
+        verdict = freshness_verdict(context.instance, ctx, freshness_config, ctx.clock())
         state = f"{verdict.state.value}:{verdict.window.key if verdict.window else ''}"
-        if state == context.cursor:
+        if state == context.cursor and not _last_recorded_by_a_run(context.instance, ctx):
             return dg.SensorResult(skip_reason=f"unchanged: {verdict.description}", cursor=state)
+        if state == context.cursor:  # same verdict: record it again, without a second alert
+            return dg.SensorResult(asset_events=[freshness_evaluation(ctx, verdict)], cursor=state)
         if verdict.state is State.STALE:
-            make_alerter(alerts, context.instance).send(Alert(
-                kind="stale",
-                source=name,
-                summary=f"{name} is stale: its newest due window has not landed",
-                error=verdict.description,
-                partitions=[verdict.window.key] if verdict.window else [],
-                link=asset_url(alerts, name),
-            ))
-        return dg.SensorResult(asset_events=[freshness_evaluation(name, verdict)], cursor=state)
+            make_alerter(ctx.alerts, context.instance).send(wording.stale(
+                name, verdict.description, [verdict.window.key] if verdict.window else [],
+                asset_url(ctx.alerts, ctx.names.readings)))
+        return dg.SensorResult(asset_events=[freshness_evaluation(ctx, verdict)], cursor=state)
 
     return freshness
 
 
-def build_pool_limits_sensor(project: Project) -> dg.SensorDefinition:
+def build_pool_limits_sensor(sources: Sequence[SourceContext]) -> dg.SensorDefinition:
     """Make each source's pool limit equal to its `concurrency:` (the config is the truth)."""
-    limits = {pool_name(name): source.concurrency for name, source in project.config.sources.items()}
+    limits = {ctx.names.pool: ctx.config.concurrency for ctx in sources}
 
     @dg.sensor(
-        name="apply_pool_limits",
+        name=POOL_LIMITS_SENSOR,
         minimum_interval_seconds=60,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Sets the Dagster pool limit of every source to its `concurrency:` value.",
@@ -144,3 +137,10 @@ def set_pool_limits(instance: dg.DagsterInstance, limits: Mapping[str, int]) -> 
             storage.set_concurrency_slots(pool, limit)
             changed[pool] = limit
     return changed
+
+
+def _last_recorded_by_a_run(instance: dg.DagsterInstance, ctx: SourceContext) -> bool:
+    """Whether the freshness check's latest record came from a run rather than its sensor."""
+    key = ctx.names.freshness_check
+    record = instance.event_log_storage.get_latest_asset_check_execution_by_key([key]).get(key)
+    return record is not None and record.run_id != RUNLESS_RUN_ID

@@ -1,9 +1,10 @@
 """The sink's own health: TimescaleDB policy jobs that fail or stop running.
 
 `sink_health` (a sensor, every 5 minutes) reads the policy jobs of the readings hypertable,
-alerts through the `alerts:` channels for each one that failed its last run or is overdue
-(throttled like every alert), and, with `sink.repair_policies` on, launches `sink_policies`,
-which runs those jobs with `CALL run_job`. On plain PostgreSQL there are no jobs: it skips.
+alerts through the `alerts:` channels for each one that failed its last run, is overdue or
+is paused (throttled like every alert), and, with `sink.repair_policies` on, launches
+`sink_policies`, which runs those jobs with `CALL run_job`. On plain PostgreSQL there are no
+jobs: it skips.
 """
 
 from collections.abc import Callable
@@ -11,20 +12,20 @@ from datetime import datetime
 
 import dagster as dg
 
-from pull_pipeline.alerts import Alert
+from pull_pipeline.alerts import wording
 from pull_pipeline.config.loader import Project
 from pull_pipeline.defs.alerting import make_alerter
-from pull_pipeline.defs.checks import utc_now
+from pull_pipeline.defs.context import utc_now
+from pull_pipeline.defs.naming import SINK_HEALTH_SENSOR, SINK_POLICIES_JOB
 from pull_pipeline.errors import PullPipelineError
 from pull_pipeline.sink.policies import policy_jobs, run_now
 from pull_pipeline.sink.timescale import TimescaleSink
 
-SENSOR = "sink_health"
-JOB = "sink_policies"
-
 
 @dg.op(description="Runs the readings table's failing or overdue TimescaleDB policy jobs now.")
-def run_policy_jobs(context: dg.OpExecutionContext, sink: TimescaleSink) -> None:
+def run_policy_jobs(
+    context: dg.OpExecutionContext, sink: dg.ResourceParam[TimescaleSink]
+) -> None:
     now = utc_now()
     with sink.connect(autocommit=True) as conn:
         names = sink.names
@@ -41,13 +42,13 @@ def build_sink_health(project: Project, clock: Callable[[], datetime] = utc_now)
     alerts = project.config.alerts
     repair = project.config.sink.repair_policies
 
-    @dg.job(name=JOB, description="Runs failing or overdue TimescaleDB policy jobs of the "
+    @dg.job(name=SINK_POLICIES_JOB, description="Runs failing or overdue TimescaleDB policy jobs of the "
             "readings table now (CALL run_job). Launched by the sink_health sensor.")
     def policies_job() -> None:
         run_policy_jobs()
 
     @dg.sensor(
-        name=SENSOR,
+        name=SINK_HEALTH_SENSOR,
         job=policies_job,
         minimum_interval_seconds=300,
         default_status=dg.DefaultSensorStatus.RUNNING,
@@ -55,7 +56,7 @@ def build_sink_health(project: Project, clock: Callable[[], datetime] = utc_now)
         "retention) failed its last run or is overdue, and launches sink_policies to run it.",
     )
     def sink_health(
-        context: dg.SensorEvaluationContext, sink: TimescaleSink
+        context: dg.SensorEvaluationContext, sink: dg.ResourceParam[TimescaleSink]
     ) -> dg.SensorResult | dg.SkipReason:
         now = clock()
         try:
@@ -69,12 +70,8 @@ def build_sink_health(project: Project, clock: Callable[[], datetime] = utc_now)
             return dg.SkipReason(f"{len(jobs)} policy job(s) of {sink.table}, all healthy")
         alerter = make_alerter(alerts, context.instance)
         for problem in problems:
-            alerter.send(Alert(
-                kind="attention", source="sink", summary=f"sink: a policy job of "
-                f"{sink.table} needs attention", error=problem,
-                details=(("Next", "sink_policies runs it now" if repair else
-                          "run it by hand (sink.repair_policies is off)"),)))
-        runs = [dg.RunRequest(run_key=f"{JOB}@{now:%Y-%m-%dT%H}")] if repair else []
+            alerter.send(wording.policy_needs_attention(sink.table, problem, repair))
+        runs = [dg.RunRequest(run_key=f"{SINK_POLICIES_JOB}@{now:%Y-%m-%dT%H}")] if repair else []
         return dg.SensorResult(run_requests=runs, skip_reason=None if runs else
                                dg.SkipReason("; ".join(problems)))
 

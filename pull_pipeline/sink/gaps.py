@@ -13,9 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import psycopg
 from psycopg import sql
 
-from pull_pipeline.sink.timescale import TimescaleSink, Window
+from pull_pipeline.sink.timescale import TimescaleSink
+from pull_pipeline.windows import Window
 
 TOLERANCE = 1.5
 MAX_REPORTED = 500
@@ -63,8 +65,16 @@ FROM (SELECT 1) AS one LEFT JOIN LATERAL (
 """
 
 
-def find_gaps(sink: TimescaleSink, source: str, window: Window, interval: timedelta) -> GapReport:
-    """Missing stretches per sensor in `window` of `source` (at most `MAX_REPORTED` listed)."""
+def find_gaps(
+    sink: TimescaleSink, source: str, window: Window, interval: timedelta,
+    conn: psycopg.Connection | None = None,
+) -> GapReport:
+    """Missing stretches per sensor in `window` of `source` (at most `MAX_REPORTED` listed).
+
+    Pass `conn` to check many windows over one connection (a ranged run's check)."""
+    if conn is None:
+        with sink.connection() as opened:
+            return find_gaps(sink, source, window, interval, opened)
     params = {
         "source": source,
         "start": window.start,
@@ -73,8 +83,7 @@ def find_gaps(sink: TimescaleSink, source: str, window: Window, interval: timede
         "threshold": interval * TOLERANCE,
         "limit": MAX_REPORTED,
     }
-    with sink.connection() as conn:
-        rows = conn.execute(sql.SQL(_QUERY).format(table=sink.names.table), params).fetchall()
+    rows = conn.execute(sql.SQL(_QUERY).format(table=sink.names.table), params).fetchall()
     sensors, total = (rows[0][0], rows[0][1]) if rows else (0, 0)
     gaps = [Gap(tag, after, before) for _, _, tag, after, before in rows if tag is not None]
     return GapReport(sensors=sensors, gaps=gaps, total_gaps=total)

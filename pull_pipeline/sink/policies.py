@@ -32,6 +32,7 @@ class PolicyJob:
     next_start: datetime | None
     last_run_status: str | None
     last_error: str | None
+    scheduled: bool = True
 
     @property
     def policy(self) -> str:
@@ -41,6 +42,10 @@ class PolicyJob:
         """Why this job needs attention now, with the fix; None when it is healthy."""
         run_it = (f"run it now with CALL run_job({self.job_id}) (or the sink_policies job), "
                   "and check the TimescaleDB background worker in the PostgreSQL log")
+        if not self.scheduled:
+            return (f"{self.policy} policy (job {self.job_id}) is paused, so it never runs; "
+                    f"resume it with SELECT alter_job({self.job_id}, scheduled => true), "
+                    f"or run it once with CALL run_job({self.job_id})")
         if self.last_run_status == "Failed":
             error = first_line(self.last_error) if self.last_error else "no error recorded"
             return f"{self.policy} policy (job {self.job_id}) failed its last run: {error}; {run_it}"
@@ -61,12 +66,13 @@ def policy_jobs(conn: psycopg.Connection, schema: str | None, table: str) -> lis
         return []
     rows = conn.execute(
         "SELECT j.job_id, j.proc_name, j.schedule_interval,"
-        " coalesce(s.last_successful_finish, j.initial_start,"
+        " coalesce(nullif(s.last_successful_finish, '-infinity'), j.initial_start,"
         "          (SELECT min(e.start_time) FROM timescaledb_information.job_errors e"
         "           WHERE e.job_id = j.job_id)),"
-        " s.next_start, s.last_run_status,"
+        " nullif(nullif(s.next_start, '-infinity'), 'infinity'), s.last_run_status,"
         " (SELECT e.err_message FROM timescaledb_information.job_errors e"
-        "  WHERE e.job_id = j.job_id ORDER BY e.finish_time DESC NULLS LAST LIMIT 1)"
+        "  WHERE e.job_id = j.job_id ORDER BY e.finish_time DESC NULLS LAST LIMIT 1),"
+        " j.scheduled"
         " FROM timescaledb_information.jobs j"
         " LEFT JOIN timescaledb_information.job_stats s USING (job_id)"
         " WHERE j.hypertable_schema = coalesce(%s, current_schema())"

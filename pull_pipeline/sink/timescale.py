@@ -18,19 +18,19 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import dagster as dg
 import pandas as pd
 import psycopg
 import pyarrow as pa
 import pyarrow.csv as pacsv
 from psycopg import sql
+from pydantic import BaseModel, ConfigDict
 
 from pull_pipeline.config.env import resolve_text
-from pull_pipeline.config.models import SinkConfig
+from pull_pipeline.config.models import Duration, SinkConfig
 from pull_pipeline.durations import format_duration
 from pull_pipeline.errors import ConfigError, SinkError, SinkUnavailable, first_line
 from pull_pipeline.redaction import redact, register_secret
@@ -39,6 +39,7 @@ from pull_pipeline.sink.pgcopy import encode_readings, write_binary
 from pull_pipeline.sink.rollups import Rollup
 from pull_pipeline.sink.runs import Run, RunBuffer, Span
 from pull_pipeline.sink.slots import source_slot
+from pull_pipeline.windows import Window
 
 log = logging.getLogger("pull_pipeline.sink")
 SINK_DSN_ENV = "SINK_DSN"  # used when sources.yaml sets no sink.dsn
@@ -50,17 +51,9 @@ _SPOOL_BYTES = 8 << 20  # rejects beyond this spill from memory to a temporary f
 # subtransaction cache overflows and slows every other session, so a load uses at most this.
 _SAVEPOINT_BUDGET = 32
 # Rows sorted together before one COPY: enough for a 1M-row window in one key-ordered run,
-# small enough that a 10M-row window stays within 1.5x the memory of a 1M-row one.
+# small enough that a 10M-row window needs little more memory than a 1M-row one (README,
+# Performance).
 _RUN_ROWS = 1_000_000
-
-
-@dataclass(frozen=True)
-class Window:
-    """One partition's window: rows with `start <= ts < end` belong to `key`."""
-
-    key: str
-    start: datetime
-    end: datetime
 
 
 @dataclass
@@ -98,36 +91,34 @@ def normalize_dsn(dsn: str) -> str:
     return dsn
 
 
-class TimescaleSink(dg.ConfigurableResource):
+class TimescaleSink(BaseModel):
     """TimescaleDB (or plain PostgreSQL) sink for canonical readings.
 
     `dsn` may hold `${NAME}` placeholders: they are resolved when a connection is opened, so
     the secret never sits in Dagster's resource config. With no `dsn`, `$SINK_DSN` is used
-    when set, else the embedded PostgreSQL under `state_dir` is started and used.
+    when set, else the embedded PostgreSQL under `state_dir` is started and used. Durations
+    accept what sources.yaml does ("1 day", "86400 seconds") as well as timedeltas.
     """
+
+    model_config = ConfigDict(frozen=True)
 
     dsn: str | None = None
     table: str = "sensor_readings"
-    chunk_interval: str = "86400 seconds"
-    compress_after: str | None = None
-    retention: str | None = None
-    rollups: list[str] = []  # noqa: RUF012 - pydantic copies defaults; widths, "N seconds"
-    lock_timeout: str = "60 seconds"
-    statement_timeout: str = "900 seconds"
-    state_dir: str = ".pull_pipeline"
+    chunk_interval: Duration = timedelta(days=1)
+    compress_after: Duration | None = None
+    retention: Duration | None = None
+    rollups: list[Duration] = []
+    lock_timeout: Duration = timedelta(minutes=1)
+    statement_timeout: Duration = timedelta(minutes=15)
+    state_dir: Path = Path(".pull_pipeline")
 
     @classmethod
     def from_config(cls, config: SinkConfig, state_dir: Path) -> TimescaleSink:
         return cls(
-            dsn=config.dsn,
-            table=config.table,
-            chunk_interval=format_duration(config.chunk_interval),
-            compress_after=format_duration(config.compress_after) if config.compress_after else None,
-            retention=format_duration(config.retention) if config.retention else None,
-            rollups=[format_duration(width) for width in config.rollups],
-            lock_timeout=format_duration(config.lock_timeout),
-            statement_timeout=format_duration(config.statement_timeout),
-            state_dir=str(state_dir),
+            dsn=config.dsn, table=config.table, chunk_interval=config.chunk_interval,
+            compress_after=config.compress_after, retention=config.retention,
+            rollups=config.rollups, lock_timeout=config.lock_timeout,
+            statement_timeout=config.statement_timeout, state_dir=state_dir,
         )
 
     # --- connections -------------------------------------------------------------------------
@@ -138,7 +129,7 @@ class TimescaleSink(dg.ConfigurableResource):
         if not configured:
             from pull_pipeline.sink.embedded import embedded_dsn
 
-            return embedded_dsn(Path(self.state_dir))
+            return embedded_dsn(self.state_dir)
 
         dsn = normalize_dsn(resolve_text(configured, where="sink", key="dsn"))
         try:
@@ -153,7 +144,8 @@ class TimescaleSink(dg.ConfigurableResource):
                 "'import urllib.parse;print(urllib.parse.quote(input(), safe=\"\"))', or, in a "
                 "keyword string, quote a value holding spaces: password='...'"
             ) from None
-        register_secret(info.get("password"))
+        password = info.get("password")
+        register_secret(password if isinstance(password, str) else None)
         return dsn
 
     def connect(self, dsn: str | None = None, **kwargs: Any) -> psycopg.Connection:
@@ -164,7 +156,7 @@ class TimescaleSink(dg.ConfigurableResource):
                                    options=self._session_options(dsn), **kwargs)
         except psycopg.Error as exc:
             raise SinkUnavailable(
-                f"cannot connect to the sink ({_first_line(exc)}); the previous data is untouched. "
+                f"cannot connect to the sink ({first_line(exc)}); the previous data is untouched. "
                 "Check sink.dsn / SINK_DSN and that the database is up"
             ) from None
 
@@ -205,7 +197,7 @@ class TimescaleSink(dg.ConfigurableResource):
 
     @property
     def rollup_list(self) -> list[Rollup]:
-        return [Rollup(timedelta(seconds=_millis(width) / 1000)) for width in self.rollups]
+        return [Rollup(width) for width in self.rollups]
 
     def _ensure_schema(self, conn: psycopg.Connection, dsn: str) -> bool:
         key = (dsn, self.table)
@@ -294,17 +286,19 @@ def sink_error(exc: psycopg.Error, source: str, what: str, sink: TimescaleSink) 
     """The error for a failed statement: which bound was hit, or the database's first line."""
     if isinstance(exc, psycopg.errors.LockNotAvailable):
         return SinkUnavailable(
-            f"{source}: {what} waited longer than sink.lock_timeout ({sink.lock_timeout}) for a "
-            f"lock on {sink.table}; another session holds it (see pg_locks). The previous rows "
-            "are intact; retry later or raise sink.lock_timeout")
+            f"{source}: {what} waited longer than sink.lock_timeout "
+            f"({format_duration(sink.lock_timeout)}) for a lock on {sink.table}; another session "
+            "holds it (see pg_locks). The previous rows are intact; retry later or raise "
+            "sink.lock_timeout")
     if isinstance(exc, psycopg.errors.QueryCanceled):
         return SinkUnavailable(
-            f"{source}: {what} ran longer than sink.statement_timeout ({sink.statement_timeout})"
-            "; the transaction was rolled back and the previous rows are intact. Raise "
-            "sink.statement_timeout, or use a shorter partition cadence")
+            f"{source}: {what} ran longer than sink.statement_timeout "
+            f"({format_duration(sink.statement_timeout)}); the transaction was rolled back and "
+            "the previous rows are intact. Raise sink.statement_timeout, or use a shorter "
+            "partition cadence")
     error = SinkUnavailable if _is_transient(exc) else SinkError
     return error(
-        f"{source}: {what} failed ({_first_line(exc)}); "
+        f"{source}: {what} failed ({first_line(exc)}); "
         "the transaction was rolled back and the previous rows are intact"
     )
 
@@ -351,8 +345,8 @@ class WindowLoad:
     runs of up to `_RUN_ROWS`, each sorted by (sensor_tag, ts) with repeated keys dropped
     (first copy wins; see `runs`), and binary-COPYed straight into the readings table.
     Sorted rows fill the primary-key index leaf by leaf, and COPY beats an unindexed
-    staging table plus `INSERT ... SELECT` (1M rows: 1.9 s against 2.8-3.0 s as ten sorted
-    batches, 1.2 s as one sorted run; benchmarks/). A run's COPY goes on a worker thread
+    staging table plus `INSERT ... SELECT`, most of all as one sorted run (README,
+    Performance, "How the load keeps up with COPY"). A run's COPY goes on a worker thread
     while the caller reads and validates the next run's rows, so a window bigger than one
     run uses both cores.
 
@@ -536,7 +530,7 @@ class WindowLoad:
             pending, self._pending = self._pending, None
             self.result.loaded += pending.result()
 
-    def _copy(self, statement: str | sql.Composable, run: Run, source: str | None = None) -> int:
+    def _copy(self, statement: str | sql.Composed, run: Run, source: str | None = None) -> int:
         with self.conn.cursor() as cursor:
             with cursor.copy(statement) as copy:
                 write_binary(copy, (encode_readings(*columns, source)
@@ -597,11 +591,14 @@ def create_schema(conn: psycopg.Connection, sink: TimescaleSink) -> bool:
         else:
             # Without chunks, a window's delete (and the gap check, the archive export) would
             # scan every row of the source: the primary key leads with source and sensor_tag.
-            # A BRIN index on ts finds a window's blocks at almost no cost to the load;
-            # autosummarize has autovacuum summarize each block range once it fills.
-            conn.execute(sql.SQL(
-                "CREATE INDEX IF NOT EXISTS {} ON {} USING brin (ts) WITH (autosummarize = on)"
-            ).format(sql.Identifier(f"{names.name}_ts_brin"), names.table))
+            # A B-tree on (source, ts) reads just the window's rows however often history is
+            # re-pulled. (A BRIN index on ts, used before, decays: re-pulled rows fill holes
+            # all over the heap, so each block range's min/max widens; figures in the README,
+            # Sink.) New windows append at the index's right edge, so it costs the load little.
+            conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (source, ts)").format(
+                sql.Identifier(f"{names.name}_source_ts_idx"), names.table))
+            conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(
+                names.ident(f"{names.name}_ts_brin")))
         new_aggregates = _create_rollups(conn, sink, timescale)
     if new_aggregates:  # a new continuous aggregate starts empty: fill it from the history
         conn.autocommit = True
@@ -653,7 +650,7 @@ def _schema_in_place(conn: psycopg.Connection, sink: TimescaleSink) -> bool | No
         " (SELECT bool_and(to_regclass(r) IS NOT NULL) FROM unnest(%s::text[]) AS r)",
         (names.regclass, names.regclass_of(names.rejects_name),
          names.regclass_of(f"{names.name}_rejects_window_idx"),
-         names.regclass_of(names.rejects_name), names.regclass_of(f"{names.name}_ts_brin"),
+         names.regclass_of(names.rejects_name), names.regclass_of(f"{names.name}_source_ts_idx"),
          [names.regclass_of(r.name(names.name)) for r in sink.rollup_list]),
     ).fetchone()
     conn.rollback()  # end the catalog read's transaction before the next one
@@ -671,8 +668,8 @@ def _schema_in_place(conn: psycopg.Connection, sink: TimescaleSink) -> bool | No
             " FROM timescaledb_information.dimensions d"
             " WHERE d.hypertable_schema = coalesce(%s, current_schema())"
             " AND d.hypertable_name = %s AND d.column_name = 'ts'",
-            (sink.chunk_interval, sink.compress_after, sink.retention, names.schema,
-             names.name)).fetchone()
+            (_interval(sink.chunk_interval), _interval(sink.compress_after),
+             _interval(sink.retention), names.schema, names.name)).fetchone()
         conn.rollback()
         # Anything else, a plain table included, goes through the DDL: it converts a table
         # that started on plain PostgreSQL once TimescaleDB is there (no silent dual mode).
@@ -698,7 +695,8 @@ def _enable_timescale(conn: psycopg.Connection) -> bool:
         with conn.transaction():  # a savepoint: a failure here must not abort the DDL
             conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
     except psycopg.Error as exc:
-        log.warning("TimescaleDB is installed but cannot be enabled (%s)", _first_line(exc))
+        log.warning("TimescaleDB is installed but cannot be enabled (%s)",
+                    redact(first_line(exc)))
         return False
     return True
 
@@ -709,10 +707,10 @@ def _hypertable(conn: psycopg.Connection, sink: TimescaleSink) -> None:
     conn.execute(
         "SELECT create_hypertable(%s::regclass, 'ts', chunk_time_interval => %s::interval,"
         " if_not_exists => TRUE, migrate_data => TRUE)",
-        (regclass, sink.chunk_interval),
+        (regclass, _interval(sink.chunk_interval)),
     )
     conn.execute("SELECT set_chunk_time_interval(%s::regclass, %s::interval)",
-                 (regclass, sink.chunk_interval))
+                 (regclass, _interval(sink.chunk_interval)))
     if sink.compress_after:
         enabled = conn.execute(
             "SELECT compression_enabled FROM timescaledb_information.hypertables"
@@ -729,28 +727,28 @@ def _hypertable(conn: psycopg.Connection, sink: TimescaleSink) -> None:
             )
         conn.execute(
             "SELECT add_compression_policy(%s::regclass, %s::interval, if_not_exists => TRUE)",
-            (regclass, sink.compress_after),
+            (regclass, _interval(sink.compress_after)),
         )
     if sink.retention:
         conn.execute(
             "SELECT add_retention_policy(%s::regclass, %s::interval, if_not_exists => TRUE)",
-            (regclass, sink.retention),
+            (regclass, _interval(sink.retention)),
         )
 
 
-def _millis(interval: str) -> int:
-    """An interval written as "N seconds" (as `format_duration` does) in milliseconds."""
-    return int(float(interval.split()[0]) * 1000)
+def _millis(value: timedelta) -> int:
+    return int(value / timedelta(milliseconds=1))
+
+
+def _interval(value: timedelta | None) -> str | None:
+    """A PostgreSQL interval literal in whole seconds, as policies and chunks have always had."""
+    return format_duration(value) if value else None
 
 
 def _is_transient(exc: psycopg.Error) -> bool:
     """Lost connections, deadlocks and serialization failures succeed when retried later."""
     return isinstance(exc, (psycopg.OperationalError, psycopg.errors.DeadlockDetected,
                             psycopg.errors.SerializationFailure))
-
-
-def _first_line(exc: BaseException) -> str:
-    return redact(first_line(exc))
 
 
 def _describe(windows: Sequence[Window]) -> str:

@@ -10,8 +10,7 @@ Two ways to decide which rows belong to a window:
   window; they are skipped with a warning. Within one run (a ranged backfill) each file's
   time span is remembered, so later windows skip files that cannot hold their rows.
 
-A window with no file (or, by content, no row) succeeds with 0 rows, a warning in the log
-and its start in `empty_windows`, for the Dagster layer to report.
+A window with no file (or, by content, no row) succeeds with 0 rows and a warning in the log.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ from pull_pipeline.connectors.files.folders import open_files
 from pull_pipeline.connectors.files.formats import read_file
 from pull_pipeline.connectors.files.pattern import FilePattern
 from pull_pipeline.errors import PermanentSourceError, TransientSourceError
-from pull_pipeline.s3 import ObjectInfo, StorageError
+from pull_pipeline.storage import ObjectInfo, StorageError
 
 log = logging.getLogger("pull_pipeline.files")
 Span = tuple[pd.Timestamp, pd.Timestamp] | None  # a file's first and last time; None: no rows
@@ -40,12 +39,11 @@ Span = tuple[pd.Timestamp, pd.Timestamp] | None  # a file's first and last time;
 class FilesConnector(Connector):
     """Read the files of one window, file by file, chunk by chunk."""
 
-    def __init__(self, name: str, source: FilesSource) -> None:
+    def __init__(self, name: str, config: FilesSource) -> None:
         super().__init__(name)
-        self.source = source
-        self.pattern = FilePattern(source.pattern) if source.pattern else None
-        self.files = open_files(name, source)
-        self.empty_windows: list[datetime] = []
+        self.config = config
+        self.pattern = FilePattern(config.pattern) if config.pattern else None
+        self.files = open_files(name, config)
         self._spans: dict[tuple[str, str], Span] = {}
 
     def fetch(self, start: datetime, end: datetime) -> Iterator[pa.Table]:
@@ -55,16 +53,15 @@ class FilesConnector(Connector):
                 files += 1
                 with self.files.local(info, keep=self.pattern is None) as path:
                     where = f"{self.name}: {self.files.uri(info.name)}"
-                    batches = read_file(path, where, self.source)
+                    batches = read_file(path, where, self.config)
                     if self.pattern is None:
                         batches = self._in_window(batches, info, start, end)
                     for batch in batches:
                         rows += batch.num_rows
                         yield batch
         if rows == 0:
-            self.empty_windows.append(start)
             log.warning("%s: window [%s, %s) has no rows (%d files read under %s)", self.name,
-                        start.isoformat(), end.isoformat(), files, self.source.path)
+                        start.isoformat(), end.isoformat(), files, self.config.path)
 
     def probe(self) -> None:
         with self._storage_errors():
@@ -99,7 +96,7 @@ class FilesConnector(Connector):
         unreadable = 0
         first, after = pd.Timestamp(start), pd.Timestamp(end)
         for batch in batches:
-            ts = times(batch.column(self.source.fields.relative_time), self.source)
+            ts = times(batch.column(self.config.fields.relative_time), self.config)
             unreadable += int(ts.isna().sum())
             if ts.notna().any():
                 low = ts.min() if low is None else min(low, ts.min())
@@ -111,8 +108,8 @@ class FilesConnector(Connector):
         if key not in self._spans and unreadable:
             log.warning("%s: %s: %d rows have no readable time in %r; they belong to no "
                         "window and were skipped (check time_unit)", self.name,
-                        self.files.uri(info.name), unreadable, self.source.fields.relative_time)
-        self._spans[key] = None if low is None else (low, high)
+                        self.files.uri(info.name), unreadable, self.config.fields.relative_time)
+        self._spans[key] = None if low is None or high is None else (low, high)
 
     @contextmanager
     def _storage_errors(self) -> Iterator[None]:

@@ -34,11 +34,11 @@ LINES_BLOCK_BYTES = 8 * 2**20
 Reader = Callable[[Path, str, FilesSource], Iterator[pa.Table]]
 
 
-def read_file(path: Path, where: str, source: FilesSource) -> Iterator[pa.Table]:
-    """Stream `path` as raw batches of at most `source.chunk_size` rows; `where` names it."""
+def read_file(path: Path, where: str, config: FilesSource) -> Iterator[pa.Table]:
+    """Stream `path` as raw batches of at most `config.chunk_size` rows; `where` names it."""
     if path.stat().st_size == 0:  # an empty file is an empty window part, not an error
         return
-    yield from READERS[source.format](path, where, source)
+    yield from READERS[config.format](path, where, config)
 
 
 def unreadable(where: str, fmt: str, at: str | None, detail: object) -> PermanentSourceError:
@@ -46,8 +46,8 @@ def unreadable(where: str, fmt: str, at: str | None, detail: object) -> Permanen
     return PermanentSourceError(f"{where}: cannot parse as {fmt}{position}: {first_line(detail)}")
 
 
-def _csv(path: Path, where: str, source: FilesSource) -> Iterator[pa.Table]:
-    fields = raw_schema(source.fields).names
+def _csv(path: Path, where: str, config: FilesSource) -> Iterator[pa.Table]:
+    fields = raw_schema(config.fields).names
     bad_lines: list[int] = []
 
     def invalid(row: Any) -> str:
@@ -60,13 +60,13 @@ def _csv(path: Path, where: str, source: FilesSource) -> Iterator[pa.Table]:
             str(path),  # a str, so that .gz/.bz2/.zst is decompressed by its extension
             # Single-threaded parsing keeps physical line numbers for error messages.
             read_options=pacsv.ReadOptions(use_threads=False, block_size=CSV_BLOCK_BYTES),
-            parse_options=pacsv.ParseOptions(delimiter=source.csv_delimiter,
+            parse_options=pacsv.ParseOptions(delimiter=config.csv_delimiter,
                                              invalid_row_handler=invalid),
             convert_options=pacsv.ConvertOptions(
                 column_types=dict.fromkeys(fields, pa.large_string()), include_columns=fields),
         )
         for batch in reader:
-            yield from _slices(pa.Table.from_batches([batch]), source.chunk_size)
+            yield from _slices(pa.Table.from_batches([batch]), config.chunk_size)
     except pa.ArrowKeyError as exc:
         raise unreadable(where, "CSV", "the header", f"{exc}; map the columns with fields:"
                          ) from None
@@ -75,8 +75,8 @@ def _csv(path: Path, where: str, source: FilesSource) -> Iterator[pa.Table]:
                          ) from None
 
 
-def _parquet(path: Path, where: str, source: FilesSource) -> Iterator[pa.Table]:
-    fields = raw_schema(source.fields).names
+def _parquet(path: Path, where: str, config: FilesSource) -> Iterator[pa.Table]:
+    fields = raw_schema(config.fields).names
     try:
         parquet = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as exc:
@@ -88,14 +88,14 @@ def _parquet(path: Path, where: str, source: FilesSource) -> Iterator[pa.Table]:
     for group in range(parquet.metadata.num_row_groups):
         try:
             for batch in parquet.iter_batches(
-                batch_size=source.chunk_size, row_groups=[group], columns=fields
+                batch_size=config.chunk_size, row_groups=[group], columns=fields
             ):
-                yield table_to_batch(batch, source.fields)
+                yield table_to_batch(batch, config.fields)
         except (pa.ArrowException, OSError) as exc:
             raise unreadable(where, "Parquet", f"row group {group}", exc) from None
 
 
-def _jsonl(path: Path, where: str, source: FilesSource) -> Iterator[pa.Table]:
+def _jsonl(path: Path, where: str, config: FilesSource) -> Iterator[pa.Table]:
     def records() -> Iterator[Any]:
         for number, line in _lines(path):
             if not line.strip():
@@ -105,11 +105,11 @@ def _jsonl(path: Path, where: str, source: FilesSource) -> Iterator[pa.Table]:
             except orjson.JSONDecodeError as exc:
                 raise unreadable(where, "JSON lines", f"line {number}", exc) from None
 
-    for chunk in batches_of(records(), source.chunk_size):
-        yield records_to_batch(chunk, source.fields)
+    for chunk in batches_of(records(), config.chunk_size):
+        yield records_to_batch(chunk, config.fields)
 
 
-def _json(path: Path, where: str, source: FilesSource) -> Iterator[pa.Table]:
+def _json(path: Path, where: str, config: FilesSource) -> Iterator[pa.Table]:
     with pa.input_stream(str(path)) as stream:
         text = stream.read()
     try:
@@ -120,8 +120,8 @@ def _json(path: Path, where: str, source: FilesSource) -> Iterator[pa.Table]:
     if records is None:
         raise unreadable(where, "JSON", None, "expected an array of records, or an object "
                          "holding exactly one array of records")
-    for chunk in batches_of(records, source.chunk_size):
-        yield records_to_batch(chunk, source.fields)
+    for chunk in batches_of(records, config.chunk_size):
+        yield records_to_batch(chunk, config.fields)
 
 
 def _lines(path: Path) -> Iterator[tuple[int, bytes]]:

@@ -23,13 +23,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 import httpx
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    stop_any,
-)
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_base, wait_exponential_jitter
 
 from pull_pipeline.config.models import RestSource, TlsConfig
@@ -80,30 +74,30 @@ class Answer:
 class RestClient:
     """Sends a source's page requests over one reused connection, within its limits."""
 
-    def __init__(self, name: str, source: RestSource) -> None:
+    def __init__(self, name: str, config: RestSource) -> None:
         self.name = name
-        self.source = source
-        for key, value in {**source.headers, **source.params}.items():
+        self.config = config
+        for key, value in {**config.headers, **config.params}.items():
             register_if_sensitive(key, str(value))
-        url = httpx.URL(source.url)
+        url = httpx.URL(config.url)
         if url.scheme not in ("http", "https"):
             raise ConfigError(f"{name}: url must start with http:// or https://")
         self._client = httpx.Client(
-            auth=build_auth(source.auth),
-            headers={**DEFAULT_HEADERS, **source.headers},
-            timeout=source.timeout.total_seconds(),
-            proxy=source.proxy,
-            verify=ssl_context(name, source.tls),
+            auth=build_auth(config.auth),
+            headers={**DEFAULT_HEADERS, **config.headers},
+            timeout=config.timeout.total_seconds(),
+            proxy=config.proxy,
+            verify=ssl_context(name, config.tls),
             follow_redirects=False,
         )
         self._deadline = Deadline()
         bound_sockets(self._client, self._deadline)
-        rate = source.max_requests_per_second
+        rate = config.max_requests_per_second
         self._limiter = limiter_for(name, rate) if rate else None
 
     def window(self) -> Bound:
         """The bound of one window's fetch, from now: its pages and retries must fit in it."""
-        return Bound.starting_now("window_deadline", self.source.window_deadline.total_seconds())
+        return Bound.starting_now("window_deadline", self.config.window_deadline.total_seconds())
 
     def send(self, page: Page, window: Bound, attempts: int | None = None) -> Answer:
         """Return the 2xx answer to `page`, retrying transient failures up to `attempts` times.
@@ -112,16 +106,17 @@ class RestClient:
         asks for no longer than `retries.max_retry_after`; otherwise the window fails at once
         as transient, for recovery to pull it again later.
         """
-        if self.source.method == "GET":
+        if self.config.method == "GET":
             # Merged into the URL's own query: httpx's `params=` would drop a next link's query.
             url = httpx.URL(page.url).copy_merge_params(page.params)
             request = self._client.build_request("GET", url)
         else:
             request = self._client.build_request("POST", page.url, json=page.params)
-        retries = self.source.retries
+        retries = self.config.retries
         attempts = attempts or retries.attempts
+        out_of_attempts = stop_after_attempt(attempts)
         retrying = Retrying(
-            stop=stop_any(stop_after_attempt(attempts), lambda state: self._no_wait(state, window)),
+            stop=lambda state: out_of_attempts(state) or self._no_wait(state, window),
             wait=Backoff(retries.backoff.total_seconds(), retries.max_backoff.total_seconds()),
             retry=retry_if_exception_type(RetryableFailure),
             before_sleep=self._log_retry,
@@ -144,14 +139,14 @@ class RestClient:
         """Whether the next wait is longer than the window has left or the server may ask."""
         failure = state.outcome.exception() if state.outcome else None
         asked = failure.retry_after if isinstance(failure, RetryableFailure) else None
-        too_long = asked is not None and asked > self.source.retries.max_retry_after.total_seconds()
+        too_long = asked is not None and asked > self.config.retries.max_retry_after.total_seconds()
         return too_long or state.upcoming_sleep >= window.left()
 
     def _given_up(
         self, last: RetryableFailure, tried: int, attempts: int, window: Bound
     ) -> str:
         """Why no more attempts are made, and what happens next."""
-        asked, limit = last.retry_after, self.source.retries.max_retry_after.total_seconds()
+        asked, limit = last.retry_after, self.config.retries.max_retry_after.total_seconds()
         if asked is not None and asked > limit:
             return (f"{self.name}: the server asked to wait {asked:g} s ({last}, Retry-After), "
                     f"more than retries.max_retry_after={limit:g}s; not waiting: recovery will "
@@ -171,13 +166,13 @@ class RestClient:
     def _send_once(self, request: httpx.Request, window: Bound) -> Answer:
         if self._limiter is not None:
             self._limiter.try_acquire(self.name, blocking=True)
-        own = Bound.starting_now("request_deadline", self.source.request_deadline.total_seconds())
+        own = Bound.starting_now("request_deadline", self.config.request_deadline.total_seconds())
         bound = min(own, window, key=lambda b: b.at)
         self._deadline.at = bound.at
         try:
             response = self._client.send(request, stream=True)
             try:
-                check_status(self.name, response, has_auth=self.source.auth is not None)
+                check_status(self.name, response, has_auth=self.config.auth is not None)
                 content = self._body(response)
             finally:
                 response.close()
@@ -193,7 +188,7 @@ class RestClient:
 
     def _body(self, response: httpx.Response) -> bytes:
         """The decompressed body, refused beyond `max_response_bytes` as the bytes arrive."""
-        cap = self.source.max_response_bytes
+        cap = self.config.max_response_bytes
         codings = [c for c in response.headers.get("content-encoding", "").lower().split(",")
                    if c.strip() not in ("", "identity")]
         if len(codings) > 1:  # each layer multiplies: one read could inflate past any memory
@@ -222,7 +217,7 @@ class RestClient:
         """What a timeout means: one read too slow, or a deadline that ran out."""
         if bound.left() > 0:
             return RetryableFailure(
-                f"timed out after {self.source.timeout.total_seconds():g} s "
+                f"timed out after {self.config.timeout.total_seconds():g} s "
                 f"({type(exc).__name__}) at {where(url)}"
             )
         if bound.key == "window_deadline":  # `_given_up` says what to do

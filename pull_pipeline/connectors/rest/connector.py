@@ -34,7 +34,7 @@ WINDOW_FORMATS: dict[str, Callable[[datetime], Any]] = {
 class RestConnector(Connector):
     """Pull `[start, end)` from a REST API and yield one raw table per non-empty page.
 
-    `source` must have its `${NAME}` placeholders resolved already (`resolve_env`). The
+    `config` must have its `${NAME}` placeholders resolved already (`resolve_env`). The
     window goes out in `window_params`, formatted per `window_format`, next to the static
     `params`; pages follow `pagination` up to `max_pages`. Empty pages yield nothing, so a
     window without data yields no table at all (use `raw_schema` for an empty landing file).
@@ -44,31 +44,31 @@ class RestConnector(Connector):
 
     retries_requests = True
 
-    def __init__(self, name: str, source: RestSource) -> None:
+    def __init__(self, name: str, config: RestSource) -> None:
         super().__init__(name)
-        self.source = source
-        self._client = RestClient(name, source)
+        self.config = config
+        self._client = RestClient(name, config)
 
     def fetch(self, start: datetime, end: datetime) -> Iterator[pa.Table]:
-        source = self.source
-        paginator = build_paginator(source.pagination, self.name)
-        page: Page | None = paginator.first(source.url, self._params(start, end))
+        config = self.config
+        paginator = build_paginator(config.pagination, self.name)
+        page: Page | None = paginator.first(config.url, self._params(start, end))
         window = self._client.window()
         pages = 0
         while page is not None:
-            if pages == source.max_pages:
+            if pages == config.max_pages:
                 raise PermanentSourceError(
                     f"{self.name}: the window [{start.isoformat()}, {end.isoformat()}) needs more "
-                    f"than max_pages={source.max_pages} pages; if the source really holds that "
+                    f"than max_pages={config.max_pages} pages; if the source really holds that "
                     "much, raise max_pages for this source in sources.yaml (or use a shorter "
                     "partition cadence), otherwise check the pagination block"
                 )
             answer = self._client.send(page, window)
             pages += 1
             body = parse_json(self.name, answer)
-            records = records_in(self.name, body, source.records_path)
+            records = records_in(self.name, body, config.records_path)
             if records:
-                yield records_to_batch(records, source.fields)
+                yield records_to_batch(records, config.fields)
             page = paginator.next(page, answer, body, len(records))
 
     def probe(self) -> None:
@@ -80,14 +80,14 @@ class RestConnector(Connector):
         `max_response_bytes`) but not parsed.
         """
         end = datetime.now(UTC).replace(microsecond=0)
-        paginator = build_paginator(self.source.pagination, self.name)
-        page = paginator.first(self.source.url, self._params(end - timedelta(seconds=1), end))
+        paginator = build_paginator(self.config.pagination, self.name)
+        page = paginator.first(self.config.url, self._params(end - timedelta(seconds=1), end))
         self._client.send(page, self._client.window(), attempts=1)
 
     def close(self) -> None:
         self._client.close()
 
     def _params(self, start: datetime, end: datetime) -> dict[str, Any]:
-        fmt = WINDOW_FORMATS[self.source.window_format]
-        names = self.source.window_params
-        return {**self.source.params, names.start: fmt(start), names.end: fmt(end)}
+        fmt = WINDOW_FORMATS[self.config.window_format]
+        names = self.config.window_params
+        return {**self.config.params, names.start: fmt(start), names.end: fmt(end)}

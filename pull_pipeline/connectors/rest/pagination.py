@@ -1,30 +1,34 @@
-"""REST pagination: one small class per config `type`, with guards against endless loops.
+"""REST pagination: one class per config `type`, with guards against endless loops.
 
-A paginator is made fresh for every window. `first` turns the window's parameters into the
-first page's request; `next` reads the answer and returns the following request, or None
-when the window is complete. A source that repeats a cursor or a next link, or ignores the
-page parameter, fails with a `PermanentSourceError` instead of looping forever (the
-`max_pages` limit is enforced by the connector for every type).
-Adding a pagination type is adding a class decorated with `@register("<type>")`.
+A paginator is a pydantic model (its keys, validated when the config loads) that is also
+its behaviour. The config holds one per source; `build_paginator` makes a fresh copy for
+every window, with its own state. `first` turns the window's parameters into the first
+page's request; `next` reads the answer and returns the following request, or None when the
+window is complete. A source that repeats a cursor or a next link, or ignores the page
+parameter, fails with a `PermanentSourceError` instead of looping forever (the `max_pages`
+limit is enforced by the connector for every type). Adding a pagination type is one class:
+
+    @PAGINATORS.register
+    class HeaderCursor(Paginator):
+        type: Literal["header_cursor"]
+        header: str = "X-Next-Cursor"
+
+        def next(self, page, answer, body, count):
+            cursor = answer.response.headers.get(self.header)
+            return Page(page.url, {**page.params, "cursor": cursor}) if cursor else None
 """
 
 from __future__ import annotations
 
 import abc
 import hashlib
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
+from pydantic import Field, PrivateAttr
 
-from pull_pipeline.config.models import (
-    CursorPagination,
-    NextLinkPagination,
-    NoPagination,
-    OffsetPagination,
-    PageNumberPagination,
-)
+from pull_pipeline.config.models import PAGINATORS, PaginationConfig
 from pull_pipeline.connectors.rest.paths import MISSING, dig
 from pull_pipeline.errors import PermanentSourceError
 
@@ -42,12 +46,15 @@ class Page:
     params: Params
 
 
-class Paginator(abc.ABC):
-    """Walks the pages of one window."""
+class Paginator(PaginationConfig, abc.ABC):
+    """Walks the pages of one window. Keys are fields; per-window state is private attributes."""
 
-    def __init__(self, config: Any, source: str) -> None:
-        self.config = config
-        self.source = source
+    _source: str = PrivateAttr(default="")
+
+    @property
+    def source(self) -> str:
+        """The name of the source whose window this paginator walks (for error messages)."""
+        return self._source
 
     def first(self, url: str, params: Params) -> Page:
         """The first page's request, given the source URL and the window's parameters.
@@ -67,29 +74,20 @@ class Paginator(abc.ABC):
         )
 
 
-_REGISTRY: dict[str, type[Paginator]] = {}
+def build_paginator(config: PaginationConfig, source: str) -> Paginator:
+    """A fresh paginator for one window of `source`: the config's keys, new private state."""
+    if not isinstance(config, Paginator):
+        raise TypeError(f"pagination type {config.type!r} is registered but is no Paginator")
+    fresh = type(config).model_construct(**dict(config))  # private attributes start anew
+    fresh._source = source
+    return fresh
 
 
-def register(type_: str) -> Callable[[type[Paginator]], type[Paginator]]:
-    """Make a paginator available under the config's `pagination.type` value."""
-
-    def add(cls: type[Paginator]) -> type[Paginator]:
-        _REGISTRY[type_] = cls
-        return cls
-
-    return add
-
-
-def build_paginator(config: Any, source: str) -> Paginator:
-    """A fresh paginator for one window of `source`."""
-    return _REGISTRY[config.type](config, source)
-
-
-@register("none")
+@PAGINATORS.register
 class Single(Paginator):
     """The whole window comes back in one answer."""
 
-    config: NoPagination
+    type: Literal["none"]
 
     def next(self, page: Page, answer: Answer, body: Any, count: int) -> Page | None:
         return None
@@ -103,83 +101,86 @@ class _Numbered(Paginator):
     server ignores the page parameter: that would never end, so it is an error.
     """
 
-    config: PageNumberPagination | OffsetPagination
-
-    def __init__(self, config: Any, source: str) -> None:
-        super().__init__(config, source)
-        self._index = 0
-        self._previous_digest = b""
+    param: str
+    size_param: str | None
+    size: int = Field(default=1000, ge=1)
+    _index: int = PrivateAttr(default=0)
+    _previous_digest: bytes = PrivateAttr(default=b"")
 
     @abc.abstractmethod
     def _position(self, index: int) -> int:
         """The value of the page parameter for the `index`-th page (0-based)."""
 
     def _request(self, url: str, params: Params) -> Page:
-        extra: Params = {self.config.param: self._position(self._index)}
-        if self.config.size_param:
-            extra[self.config.size_param] = self.config.size
+        extra: Params = {self.param: self._position(self._index)}
+        if self.size_param:
+            extra[self.size_param] = self.size
         return Page(url, {**params, **extra})
 
     def first(self, url: str, params: Params) -> Page:
         return self._request(url, params)
 
     def next(self, page: Page, answer: Answer, body: Any, count: int) -> Page | None:
-        if count == 0 or (self.config.size_param and count < self.config.size):
+        if count == 0 or (self.size_param and count < self.size):
             return None
         digest = hashlib.blake2b(answer.content, digest_size=16).digest()
         if digest == self._previous_digest:
             raise self._loop(
-                f"page {self.config.param}={self._position(self._index)} returned exactly the "
+                f"page {self.param}={self._position(self._index)} returned exactly the "
                 f"same records as the page before it; the source seems to ignore the "
-                f"'{self.config.param}' parameter"
+                f"'{self.param}' parameter"
             )
         self._previous_digest = digest
         self._index += 1
         return self._request(page.url, page.params)
 
 
-@register("page_number")
+@PAGINATORS.register
 class PageNumber(_Numbered):
     """`?page=1&page_size=1000`, then page=2, ... until a short or empty page."""
 
-    config: PageNumberPagination
+    type: Literal["page_number"]
+    param: str = "page"
+    size_param: str | None = "page_size"
+    first_page: int = 1
 
     def _position(self, index: int) -> int:
-        return self.config.first_page + index
+        return self.first_page + index
 
 
-@register("offset")
+@PAGINATORS.register
 class Offset(_Numbered):
     """`?offset=0&limit=1000`, then offset=1000, ... until a short or empty page."""
 
-    config: OffsetPagination
+    type: Literal["offset"]
+    param: str = "offset"
+    size_param: str = "limit"
 
     def _position(self, index: int) -> int:
-        return index * self.config.size
+        return index * self.size
 
 
-@register("cursor")
+@PAGINATORS.register
 class Cursor(Paginator):
     """`?cursor=<value of cursor_path in the previous answer>` until it is missing or empty."""
 
-    config: CursorPagination
-
-    def __init__(self, config: Any, source: str) -> None:
-        super().__init__(config, source)
-        self._seen: set[str] = set()
+    type: Literal["cursor"]
+    param: str = "cursor"
+    cursor_path: str = "next_cursor"
+    _seen: set[str] = PrivateAttr(default_factory=set)
 
     def next(self, page: Page, answer: Answer, body: Any, count: int) -> Page | None:
-        cursor = dig(body, self.config.cursor_path)
+        cursor = dig(body, self.cursor_path)
         if cursor is MISSING or cursor is None or cursor == "":
             return None
         cursor = str(cursor)
         if cursor in self._seen:
             raise self._loop(f"cursor {_short(cursor)} repeated")
         self._seen.add(cursor)
-        return Page(page.url, {**page.params, self.config.param: cursor})
+        return Page(page.url, {**page.params, self.param: cursor})
 
 
-@register("next_link")
+@PAGINATORS.register
 class NextLink(Paginator):
     """Follow the next page's URL from the body (`link_path`) or the `Link: rel="next"` header.
 
@@ -188,27 +189,25 @@ class NextLink(Paginator):
     A link to another host is refused, because the source's credentials would go with it.
     """
 
-    config: NextLinkPagination
-
-    def __init__(self, config: Any, source: str) -> None:
-        super().__init__(config, source)
-        self._seen: set[str] = set()
-        self._params: Params = {}
+    type: Literal["next_link"]
+    link_path: str | None = None  # None: follow the `Link: <...>; rel="next"` header
+    _seen: set[str] = PrivateAttr(default_factory=set)
+    _params: Params = PrivateAttr(default_factory=dict)
 
     def first(self, url: str, params: Params) -> Page:
         self._params = params
         return Page(url, params)
 
     def next(self, page: Page, answer: Answer, body: Any, count: int) -> Page | None:
-        if self.config.link_path is None:
+        if self.link_path is None:
             link = answer.response.links.get("next", {}).get("url")
         else:
-            link = dig(body, self.config.link_path)
+            link = dig(body, self.link_path)
         if link is MISSING or not link:
             return None
         if not isinstance(link, str):
             raise PermanentSourceError(
-                f"{self.source}: the next link at '{self.config.link_path}' is a "
+                f"{self.source}: the next link at '{self.link_path}' is a "
                 f"{type(link).__name__}, not a URL; check pagination.link_path"
             )
         url = answer.response.request.url.join(link)

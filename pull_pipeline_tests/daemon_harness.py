@@ -1,9 +1,10 @@
 """Drive schedules, sensors and runs of a project the way the daemon would, in-process.
 
-`Ops` builds the project's definitions with a controllable clock, evaluates schedule ticks
-and sensor ticks with Dagster's own contexts (keeping each sensor's cursor between ticks
-and recording the asset events a sensor returns, as the sensor daemon does), and executes
-run requests in-process against one instance.
+`Daemon` builds the project's production definitions (`build_definitions`) with a
+controllable clock, evaluates schedule ticks and sensor ticks with Dagster's own contexts
+(keeping each sensor's cursor between ticks and recording the asset events a sensor
+returns, as the sensor daemon does), and executes run requests in-process against one
+instance.
 """
 
 from __future__ import annotations
@@ -15,10 +16,8 @@ import dagster as dg
 import psycopg
 
 from pull_pipeline.config.loader import Project
-from pull_pipeline.defs.assets import build_source_assets
-from pull_pipeline.defs.jobs import pull_job_name
-from pull_pipeline.defs.operations import build_operations
-from pull_pipeline.defs.resources import build_resources
+from pull_pipeline.definitions import build_definitions
+from pull_pipeline.defs.naming import SourceNames
 
 
 class Clock:
@@ -31,20 +30,16 @@ class Clock:
         return self.now
 
 
-class Ops:
+class Daemon:
     def __init__(self, project: Project, instance: dg.DagsterInstance, clock: Clock) -> None:
         self.project = project
         self.instance = instance
         self.clock = clock
-        assets = [a for name, source in project.config.sources.items()
-                  for a in build_source_assets(name, source)]
-        core = dg.Definitions(assets=assets, resources=build_resources(project),
-                              executor=dg.in_process_executor)
-        self.defs = dg.Definitions.merge(core, build_operations(project, clock=clock))
+        self.defs = build_definitions(project, clock)
         self.cursors: dict[str, str | None] = {}
 
     def schedule_tick(self, source: str, at: datetime) -> list[dg.RunRequest]:
-        schedule = self.defs.resolve_schedule_def(f"{pull_job_name(source)}_schedule")
+        schedule = self.defs.resolve_schedule_def(SourceNames(source).pull_schedule)
         context = dg.build_schedule_context(
             instance=self.instance, scheduled_execution_time=at,
             repository_def=self.defs.get_repository_def())
@@ -63,7 +58,7 @@ class Ops:
         return data
 
     def execute(self, request: dg.RunRequest, source: str) -> dg.ExecuteInProcessResult:
-        job = self.defs.resolve_job_def(pull_job_name(source))
+        job = self.defs.resolve_job_def(SourceNames(source).pull_job)
         return job.execute_in_process(
             instance=self.instance, partition_key=request.partition_key,
             tags=dict(request.tags), raise_on_error=False)

@@ -1,0 +1,206 @@
+"""Big backfills: exact partition status after a failure, reruns of only what failed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import psycopg
+import pytest
+
+from pull_pipeline import pipeline
+from pull_pipeline.config.loader import Project
+from pull_pipeline.connectors import make_connector
+from pull_pipeline.definitions import build_definitions
+from pull_pipeline.defs.context import SourceContext
+from pull_pipeline.defs.steps import windows_for
+from pull_pipeline.errors import SinkUnavailable
+from pull_pipeline.landing import LocalLanding
+from pull_pipeline.pipeline import LandStats, LoadStats, pull
+from pull_pipeline.sink.timescale import TimescaleSink
+from pull_pipeline_tests import fake_sources
+from pull_pipeline_tests.helpers import failure_text, make_project, run_source
+
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+KEYS = [f"2024-01-01-{hour:02d}:00" for hour in range(6)]
+RANGE = {"dagster/asset_partition_range_start": KEYS[0],
+         "dagster/asset_partition_range_end": KEYS[-1]}
+BROKEN: set[datetime] = set()  # windows (by start) that `fetch_or_fail` refuses
+
+
+def fetch_or_fail(start: datetime, end: datetime) -> list[dict[str, Any]]:
+    """`fake_sources.fetch`, but a permanent error for the windows in `BROKEN`."""
+    if start in BROKEN:
+        raise RuntimeError(f"the historian cannot serve {start:%H:%M}")
+    return fake_sources.fetch(start, end)
+
+
+def config(dsn: str, table: str, function: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "sink": {"dsn": dsn, "table": table},
+        "sources": {"plant": {
+            "kind": "python", "function": f"pull_pipeline_tests.{function}",
+            "partitions": {"cadence": "hourly", "start": "2024-01-01T00:00:00Z"},
+            "max_reject_ratio": 0.1, **extra,
+        }},
+    }
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test() as instance:
+        yield instance
+
+
+@pytest.fixture(autouse=True)
+def six_hours() -> None:
+    fake_sources.reset(fake_sources.hourly_rows(T0, hours=6))
+    BROKEN.clear()
+
+
+def status(instance: dg.DagsterInstance, project: Project, asset: str) -> dict[str, str]:
+    """Dagster's partition status of `plant/<asset>`, as the UI shows it, per window."""
+    assets = {a.key: a for a in build_definitions(project).assets or []
+              if isinstance(a, dg.AssetsDefinition)}
+    key = dg.AssetKey(["plant", asset])
+    partitions_def = assets[key].partitions_def
+    assert partitions_def is not None
+    found = instance.get_status_by_partition(key, KEYS, partitions_def)
+    assert found is not None
+    return {k: v.value if v else "MISSING" for k, v in found.items()}
+
+
+def loaded_windows(dsn: str, table: str) -> list[str]:
+    with psycopg.connect(dsn) as conn:
+        if conn.execute("SELECT to_regclass(%s)", (table,)).fetchone() == (None,):
+            return []
+        rows = conn.execute(f"SELECT DISTINCT date_trunc('hour', ts) FROM {table} ORDER BY 1")
+        return [hour.astimezone(UTC).strftime("%Y-%m-%d-%H:%M") for (hour,) in rows]
+
+
+def test_a_bad_window_fails_alone_and_a_rerun_redoes_only_it(
+    tmp_path: Path, pg_dsn: str, table_name: str, instance: dg.DagsterInstance
+) -> None:
+    bad_at = int((T0 + timedelta(hours=3, minutes=5)).timestamp())
+    fake_sources.ROWS.extend(
+        {"sensor_tag": "x", "relative_time": bad_at, "sensor_value": "n/a"} for _ in range(100))
+    project = make_project(tmp_path, config(pg_dsn, table_name, "fake_sources:fetch"))
+
+    result = run_source(project, "plant", instance=instance, tags=RANGE)
+
+    assert not result.success
+    assert "too many rows rejected in window 2024-01-01-03:00" in failure_text(result)
+    loaded = [k for k in KEYS if k != KEYS[3]]
+    assert loaded_windows(pg_dsn, table_name) == loaded
+    assert status(instance, project, "raw") == dict.fromkeys(KEYS, "MATERIALIZED")
+    assert status(instance, project, "readings") == {
+        **dict.fromkeys(loaded, "MATERIALIZED"), KEYS[3]: "FAILED"}
+
+    fake_sources.reset(fake_sources.hourly_rows(T0, hours=6))  # the source fixed its data
+    failed = [k for k, v in status(instance, project, "readings").items() if v == "FAILED"]
+    rerun = run_source(project, "plant", failed[0], instance=instance)
+    assert rerun.success, failure_text(rerun)
+    assert fake_sources.CALLS == [(T0 + timedelta(hours=3), T0 + timedelta(hours=4))]
+    assert loaded_windows(pg_dsn, table_name) == KEYS
+    assert set(status(instance, project, "readings").values()) == {"MATERIALIZED"}
+
+
+def test_a_window_that_cannot_be_fetched_keeps_the_windows_loaded_before_it(
+    tmp_path: Path, pg_dsn: str, table_name: str, instance: dg.DagsterInstance
+) -> None:
+    BROKEN.add(T0 + timedelta(hours=2))
+    project = make_project(tmp_path, config(pg_dsn, table_name, "test_big_backfill:fetch_or_fail"))
+
+    result = run_source(project, "plant", instance=instance, tags=RANGE)
+
+    assert not result.success
+    assert "the historian cannot serve 02:00" in failure_text(result)
+    assert status(instance, project, "raw") == {
+        **dict.fromkeys(KEYS[:2], "MATERIALIZED"), **dict.fromkeys(KEYS[2:], "FAILED")}
+    # raw loaded each window as it landed: what landed before the bad window is in the sink
+    assert status(instance, project, "readings") == status(instance, project, "raw")
+    assert loaded_windows(pg_dsn, table_name) == KEYS[:2]
+
+
+def test_a_ranged_run_writes_few_events_per_window(
+    tmp_path: Path, pg_dsn: str, table_name: str, instance: dg.DagsterInstance
+) -> None:
+    """Per window: one planned event and one materialization per asset, and nothing else
+    (no log line per window): Dagster's bookkeeping stays a small share of a backfill."""
+    project = make_project(tmp_path, config(pg_dsn, table_name, "fake_sources:fetch"))
+    result = run_source(project, "plant", instance=instance, tags=RANGE)
+    assert result.success, failure_text(result)
+    events = instance.all_logs(result.run_id)
+    per_window = len(events) / len(KEYS)
+    fixed = len(events) - 4 * len(KEYS)
+    assert per_window <= 4 + 30 / len(KEYS), (per_window, fixed)
+
+
+SEEN_IN_SINK: list[int] = []  # whether the first window was in the sink at each fetch
+SINK: dict[str, str] = {}
+
+
+def fetch_watching_sink(start: datetime, end: datetime) -> list[dict[str, Any]]:
+    """`fetch_or_fail`, noting how many rows of the first window the sink holds already."""
+    SEEN_IN_SINK.append(len([w for w in loaded_windows(SINK["dsn"], SINK["table"])
+                             if w == KEYS[0]]))
+    return fetch_or_fail(start, end)
+
+
+def pull_directly(
+    tmp_path: Path, dsn: str, table: str, load_error: type[Exception] | None = None
+) -> tuple[LandStats, LoadStats]:
+    """`pipeline.pull` over the six windows, without Dagster; `load_error` is what it returns."""
+    SINK.update(dsn=dsn, table=table)
+    SEEN_IN_SINK.clear()
+    project = make_project(tmp_path, config(dsn, table, "test_big_backfill:fetch_watching_sink",
+                                            retries={"attempts": 1}))
+    source = project.config.sources["plant"]
+    ctx = SourceContext.build(project, "plant", source)
+    windows = windows_for(ctx.partitions_def, KEYS)
+    land_stats, load_stats = LandStats(), LoadStats()
+    with make_connector("plant", source) as connector:
+        error = pull("plant", source, connector, LocalLanding(tmp_path / "landing"),
+                     TimescaleSink(dsn=dsn, table=table), windows, "run", land_stats=land_stats,
+                     load_stats=load_stats)
+    assert type(error) is load_error if load_error else error is None
+    return land_stats, load_stats
+
+
+def test_pull_loads_the_first_windows_while_later_ones_are_fetched(
+    tmp_path: Path, pg_dsn: str, table_name: str
+) -> None:
+    land_stats, load_stats = pull_directly(tmp_path, pg_dsn, table_name)
+    assert [w.key for w in land_stats.landed] == KEYS
+    assert list(load_stats.loaded_windows) == KEYS
+    assert loaded_windows(pg_dsn, table_name) == KEYS
+    assert SEEN_IN_SINK[0] == 0 and SEEN_IN_SINK[-1] == 1  # window 0 was queryable by then
+
+
+def test_pull_loads_what_landed_before_a_window_that_cannot_be_fetched(
+    tmp_path: Path, pg_dsn: str, table_name: str
+) -> None:
+    BROKEN.add(T0 + timedelta(hours=3))
+    with pytest.raises(RuntimeError, match="cannot serve 03:00"):
+        pull_directly(tmp_path, pg_dsn, table_name)
+    assert loaded_windows(pg_dsn, table_name) == KEYS[:3]
+
+
+
+def test_pull_lands_every_window_when_the_sink_goes_away(
+    tmp_path: Path, pg_dsn: str, table_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    load_window = pipeline._load_window
+
+    def sink_gone_at_window_2(*args: Any) -> Any:
+        if args[4].key == KEYS[2]:
+            raise SinkUnavailable("plant: the sink went away")
+        return load_window(*args)
+
+    monkeypatch.setattr(pipeline, "_load_window", sink_gone_at_window_2)
+    land_stats, load_stats = pull_directly(tmp_path, pg_dsn, table_name, SinkUnavailable)
+    assert [w.key for w in land_stats.landed] == KEYS  # `raw` may claim every window
+    assert list(load_stats.loaded_windows) == KEYS[:2]

@@ -1,0 +1,90 @@
+"""The code location's cost per source does not grow with the number of sources.
+
+Loading 500 sources used to take 20-60 s of CPU (by how busy the machine was), because
+Dagster resolved every source's jobs against the whole location (`_subset_assets_defs` walking every asset for
+every job). Timings on a shared machine are noisy, so the quadratic part is asserted on
+the work itself (asset definitions walked per job), and CPU time only on a ratio between
+two sizes, measured in this process, best of two.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+from dagster._core.definitions.assets.job import asset_job
+from dagster._core.remote_representation.external_data import RepositorySnap
+
+from pull_pipeline.config.loader import load_project
+from pull_pipeline.definitions import build_definitions
+from pull_pipeline_tests.fleet_sources import write_fleet_config
+
+SMALL, LARGE = 20, 80
+# Dagster's own snapshot code reads a deprecated schedule property, once per schedule.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Property `ScheduleDefinition.environment_vars`:DeprecationWarning")
+
+
+def load_location(path: Path) -> dg.RepositoryDefinition:
+    """What a code server does: build, resolve every job, snapshot the repository."""
+    repository = build_definitions(load_project(path)).get_repository_def()
+    repository.get_all_jobs()
+    RepositorySnap.from_def(repository)
+    return repository
+
+
+def cpu_per_source(path: Path, count: int) -> float:
+    best = float("inf")
+    for _ in range(2):
+        started = time.process_time()
+        load_location(path)
+        best = min(best, time.process_time() - started)
+    return best / count
+
+
+@pytest.fixture
+def walked(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """How many asset definitions each `_subset_assets_defs` call walks."""
+    counts: list[int] = []
+    real = asset_job._subset_assets_defs
+
+    def counting(assets: Iterable[Any], *args: Any, **kwargs: Any) -> Any:
+        assets = list(assets)
+        counts.append(len(assets))
+        return real(assets, *args, **kwargs)
+
+    monkeypatch.setattr(asset_job, "_subset_assets_defs", counting)
+    yield counts
+
+
+def test_jobs_resolve_on_their_source_only(tmp_path: Path, walked: list[int]) -> None:
+    walks = {}
+    for count in (SMALL, LARGE):
+        walked.clear()
+        repository = load_location(write_fleet_config(count, tmp_path / str(count)))
+        walks[count] = max(walked)
+    assert walks[LARGE] == walks[SMALL], walks  # before: grew with the number of sources
+    job = repository.get_job("replay_fleet_0001")
+    assert job.asset_layer.executable_asset_keys == {dg.AssetKey(["fleet_0001", "readings"])}
+    assert {key.path[0] for key in job.asset_layer.asset_graph.get_all_asset_keys()} == {"fleet_0001"}
+
+
+def test_cost_per_source_does_not_grow(tmp_path: Path) -> None:
+    small = write_fleet_config(SMALL, tmp_path / "small")
+    large = write_fleet_config(LARGE, tmp_path / "large")
+    load_location(write_fleet_config(1, tmp_path / "warm"))  # imports and caches
+    ratio = cpu_per_source(large, LARGE) / cpu_per_source(small, SMALL)
+    assert ratio <= 1.5, f"CPU per source grows {ratio:.2f}x from {SMALL} to {LARGE} sources"
+
+
+def test_no_beta_warnings(tmp_path: Path) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_location(write_fleet_config(3, tmp_path))
+    beta = [str(w.message) for w in caught if issubclass(w.category, dg.BetaWarning)]
+    assert beta == []
