@@ -17,10 +17,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pull_pipeline.config.models import S3Config
 from pull_pipeline.errors import PullPipelineError
-from pull_pipeline.storage import Folder, LocalFolder, ObjectMissing, open_folder
+from pull_pipeline.storage import LocalFolder, ObjectMissing
 from pull_pipeline.storage.local import remove_orphans
+from pull_pipeline.storage.windows import WindowFiles
 
 __all__ = ["LandingMissing", "LandingStore", "LocalLanding", "WindowWriter", "remove_orphans"]
 
@@ -65,23 +65,10 @@ class WindowWriter:
         self._writer.close()
 
 
-class LandingStore:
+class LandingStore(WindowFiles):
     """Raw windows of every source under one landing path."""
 
-    def __init__(self, folder: Folder) -> None:
-        self.folder = folder
-
-    @classmethod
-    def open(cls, path: str, s3: S3Config | None) -> LandingStore:
-        return cls(open_folder(path, s3, where="landing.s3"))
-
-    @staticmethod
-    def key(source: str, partition_key: str) -> str:
-        return f"{source}/{partition_key}.parquet"
-
-    def uri(self, source: str, partition_key: str) -> str:
-        """A human-readable location for metadata and messages."""
-        return self.folder.uri(self.key(source, partition_key))
+    WHERE = "landing.s3"
 
     @contextmanager
     def writer(

@@ -20,9 +20,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from pull_pipeline.archive.checksum import Digest
-from pull_pipeline.config.models import S3Config
 from pull_pipeline.errors import PullPipelineError
-from pull_pipeline.storage import Folder, StorageError, open_folder
+from pull_pipeline.storage import StorageError
+from pull_pipeline.storage.windows import WindowFiles
 
 INCOMPLETE = "_incomplete"
 
@@ -45,22 +45,10 @@ def window_errors(source: str, partition_key: str) -> Iterator[None]:
         raise StorageError(f"{source}: window {partition_key}: {exc}", exc.transient) from None
 
 
-class ArchiveStore:
+class ArchiveStore(WindowFiles):
     """Archived windows of every source under one archive path."""
 
-    def __init__(self, folder: Folder) -> None:
-        self.folder = folder
-
-    @classmethod
-    def open(cls, path: str, s3: S3Config | None) -> ArchiveStore:
-        return cls(open_folder(path, s3, where="archive.s3"))
-
-    @staticmethod
-    def key(source: str, partition_key: str) -> str:
-        return f"{source}/{partition_key}.parquet"
-
-    def uri(self, source: str, partition_key: str) -> str:
-        return self.folder.uri(self.key(source, partition_key))
+    WHERE = "archive.s3"
 
     def source_uri(self, source: str) -> str:
         """The folder holding a source's archived windows."""
