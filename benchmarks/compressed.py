@@ -24,7 +24,6 @@ the history must still be exact (count and checksum); otherwise the exit status 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -44,6 +43,7 @@ from benchmarks.run import (
     API_KEY,
     PAGE_SIZE,
     Measured,
+    finish,
     machine,
     phases_of,
     rest_source,
@@ -98,13 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             bench.round(round_)
         bench.check_history()
         report = bench.report()
-    print(render(report))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2, default=str))
-        say(f"results written to {args.json}")
-    for failure in bench.failures:
-        print(f"FAILED: {failure}", file=sys.stderr)
-    return 1 if bench.failures else 0
+    return finish(render(report), report, args.json, bench.failures)
 
 
 @dataclass

@@ -40,6 +40,7 @@ from benchmarks.run import (
     API_KEY,
     DEFAULT_DSN,
     PAGE_SIZE,
+    finish,
     machine,
     phases_of,
     reset_sink,
@@ -105,13 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         for count in args.sources:
             fleet.measure(count)
         report = fleet.report()
-    print(render(report))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2, default=str))
-        say(f"results written to {args.json}")
-    for failure in fleet.failures:
-        print(f"FAILED: {failure}", file=sys.stderr)
-    return 1 if fleet.failures else 0
+    return finish(render(report), report, args.json, fleet.failures)
 
 
 @dataclass

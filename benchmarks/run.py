@@ -23,6 +23,7 @@ import platform
 import statistics
 import sys
 import tempfile
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -120,13 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                 for kind in args.kinds:
                     bench.dlt(kind, round_)
         report = build_report(workload, bench.paths, bench.timescale, args, bench.sink_dsn)
-    print(render(report))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2, default=str))
-        say(f"results written to {args.json}")
-    for failure in bench.failures:
-        print(f"FAILED: {failure}", file=sys.stderr)
-    return 1 if bench.failures else 0
+    return finish(render(report), report, args.json, bench.failures)
 
 
 @dataclass
@@ -390,6 +385,17 @@ def tail(path: Path, lines: int = 30) -> str:
 
 def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def finish(text: str, report: Any, json_path: Path | None, failures: Sequence[str]) -> int:
+    """Print the report, write it as JSON when asked, list the failures: the exit status."""
+    print(text)
+    if json_path:
+        json_path.write_text(json.dumps(report, indent=2, default=str))
+        say(f"results written to {json_path}")
+    for failure in failures:
+        print(f"FAILED: {failure}", file=sys.stderr)
+    return 1 if failures else 0
 
 
 def _server_of(dsn: str) -> tuple[str, str]:
