@@ -73,9 +73,7 @@ def build_source_assets(ctx: SourceContext) -> list[dg.AssetsDefinition]:
         sink: dg.ResourceParam[TimescaleSink],
     ) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization | dg.AssetCheckEvaluation
                   | dg.Output]:
-        tag_run_with_source(context, name)
-        windows, expired = within_retention(
-            context, name, windows_for(partitions_def, context.partition_keys), sink.retention)
+        windows, expired = run_windows(context, ctx, sink)
         if not windows:
             yield dg.MaterializeResult(metadata=beyond_retention_metadata(expired))
             yield from has_rows_per_window(context, ctx, [], [])
@@ -127,9 +125,7 @@ def build_source_assets(ctx: SourceContext) -> list[dg.AssetsDefinition]:
         landing: LandingResource,
     ) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization | dg.AssetCheckEvaluation
                   | dg.Output]:
-        tag_run_with_source(context, name)
-        windows, expired = within_retention(
-            context, name, windows_for(partitions_def, context.partition_keys), sink.retention)
+        windows, expired = run_windows(context, ctx, sink)
         if not windows:
             yield dg.MaterializeResult(metadata=beyond_retention_metadata(expired))
             yield from valid_rows_per_window(context, ctx, LoadStats(), [])
@@ -156,6 +152,17 @@ def build_source_assets(ctx: SourceContext) -> list[dg.AssetsDefinition]:
         yield from valid_rows_per_window(context, ctx, stats, windows)
 
     return [raw, readings]
+
+
+def run_windows(
+    context: dg.AssetExecutionContext, ctx: SourceContext, sink: TimescaleSink
+) -> tuple[list[Window], list[Window]]:
+    """What every step of a source does first: tag its run with the source, and split the
+    run's windows into those to pull and those older than `sink.retention` (skipped)."""
+    tag_run_with_source(context, ctx.name)
+    return within_retention(context, ctx.name,
+                            windows_for(ctx.partitions_def, context.partition_keys),
+                            sink.retention)
 
 
 def beyond_retention_metadata(expired: Sequence[Window]) -> dict[str, Any]:
