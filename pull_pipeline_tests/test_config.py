@@ -275,3 +275,11 @@ def test_redaction_masks_url_passwords_and_query_keys() -> None:
     assert redact("postgresql://reader:hunter22@db/x") == "postgresql://reader:***@db/x"
     assert redact("GET http://h/r?start=1&api_key=abcdef&page=2") == (
         "GET http://h/r?start=1&api_key=***&page=2")
+
+
+def test_a_bad_value_is_quoted_once() -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_config({"sources": {"x": {"kind": "sql", "url": "sqlite://", "lock_timeout": "nope",
+                                        "query": "SELECT :start, :end",
+                                        "partitions": {"start": "2024-01-01"}}}})
+    assert str(error.value).count("'nope'") == 1, error.value

@@ -210,7 +210,7 @@ def _describe(error: ErrorDetails, raw: dict[str, Any]) -> str:
         disc = str(error.get("ctx", {}).get("discriminator", "type")).strip("'")
         return f"{prefix}{where}: needs a {disc!r} key"
     message = str(error["msg"]).removeprefix("Value error, ")
-    return f"{prefix}{where}: {message}{_got(shown, error.get('input'))}"
+    return f"{prefix}{where}: {message}{_got(shown, error.get('input'), message)}"
 
 
 def _walk(loc: tuple[Any, ...], raw: Any) -> tuple[list[str], list[Any]]:
@@ -268,15 +268,17 @@ def _concrete(tp: Any, value: Any) -> Any:
     return tp
 
 
-def _got(shown: list[str], value: Any) -> str:
-    """` (got <value>)`, except for a whole block or a credential's value.
+def _got(shown: list[str], value: Any, message: str) -> str:
+    """` (got <value>)`, except for a whole block, a credential's value, or a message that
+    quotes the value already.
 
     A block's text can hold credentials written in the file, which nothing has registered
     for redaction yet, and this message is shown wherever the code location fails to load.
     """
     if isinstance(value, dict | list) or any(is_sensitive_key(p) or p == "auth" for p in shown):
         return ""
-    return f" (got {_short(value)})"
+    got = f"got {_short(value)}"
+    return "" if got in message else f" ({got})"
 
 
 def _short(value: Any) -> str:
