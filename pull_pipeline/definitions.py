@@ -10,7 +10,7 @@ from pull_pipeline.config.loader import BrokenSource, Project, load_project
 from pull_pipeline.defs.archive import build_archive_resource
 from pull_pipeline.defs.broken import build_broken_source
 from pull_pipeline.defs.context import Clock, SourceContext, utc_now
-from pull_pipeline.defs.dagster_warnings import silence_known_beta_warnings
+from pull_pipeline.defs.dagster_warnings import silence_known_warnings
 from pull_pipeline.defs.executor import build_executor
 from pull_pipeline.defs.long_lived import kept_for_the_process
 from pull_pipeline.defs.resources import build_resources
@@ -28,7 +28,7 @@ def build_definitions(project: Project, clock: Clock = utc_now) -> dg.Definition
     A broken source (`project.broken`, or a block Dagster refuses here) gets only its
     `<source>/config` stand-in (see `defs/broken.py`); the others build as usual.
     `clock` is what the sensors take as now (tests set it)."""
-    silence_known_beta_warnings()
+    silence_known_warnings()
     built, refused = build_sources(project, clock)
     project = replace(project, broken=(*project.broken, *refused))
     shared = dg.Definitions(
