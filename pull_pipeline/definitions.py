@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import replace
 
 import dagster as dg
@@ -14,6 +16,7 @@ from pull_pipeline.defs.dagster_warnings import silence_known_warnings
 from pull_pipeline.defs.executor import build_executor
 from pull_pipeline.defs.long_lived import kept_for_the_process
 from pull_pipeline.defs.resources import build_resources
+from pull_pipeline.defs.run_scope import scoped_to_this_run
 from pull_pipeline.defs.sensors import build_location_sensors
 from pull_pipeline.defs.sink_health import build_sink_health
 from pull_pipeline.defs.source import build_source
@@ -61,9 +64,15 @@ def build_sources(
     return built, refused
 
 
+def build_location(project: Project) -> dg.Definitions:
+    """What a Dagster process loads: every source, but in a run worker only the sources of
+    its run (`defs/run_scope.py`), kept for the process's life (`defs/long_lived.py`)."""
+    return kept_for_the_process(build_definitions(scoped_to_this_run(project, sys.argv, os.environ)))
+
+
 @dg.definitions
 def defs() -> dg.Definitions:
     """Loaded by Dagster (workspace.yaml, `-m pull_pipeline.definitions`) on demand.
 
     `contain=True`: an invalid source is shown as broken and the others load (defs/broken.py)."""
-    return kept_for_the_process(build_definitions(load_project(contain=True)))
+    return build_location(load_project(contain=True))

@@ -3,13 +3,12 @@
 Loading 500 sources used to take 20-60 s of CPU (by how busy the machine was), because
 Dagster resolved every source's jobs against the whole location (`_subset_assets_defs` walking every asset for
 every job). Timings on a shared machine are noisy, so the quadratic part is asserted on
-the work itself (asset definitions walked per job), and CPU time only on a ratio between
-two sizes, measured in this process, best of two.
+the work itself (asset definitions walked per job); CPU time and memory over 1 to 1,000
+sources are measured by the benchmark (`make bench-fleet`), never by a timed test.
 """
 
 from __future__ import annotations
 
-import time
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -33,15 +32,6 @@ def load_location(path: Path) -> dg.RepositoryDefinition:
     repository.get_all_jobs()
     RepositorySnap.from_def(repository)
     return repository
-
-
-def cpu_per_source(path: Path, count: int) -> float:
-    best = float("inf")
-    for _ in range(2):
-        started = time.process_time()
-        load_location(path)
-        best = min(best, time.process_time() - started)
-    return best / count
 
 
 @pytest.fixture
@@ -69,14 +59,6 @@ def test_jobs_resolve_on_their_source_only(tmp_path: Path, walked: list[int]) ->
     job = repository.get_job("replay_fleet_0001")
     assert job.asset_layer.executable_asset_keys == {dg.AssetKey(["fleet_0001", "readings"])}
     assert {key.path[0] for key in job.asset_layer.asset_graph.get_all_asset_keys()} == {"fleet_0001"}
-
-
-def test_cost_per_source_does_not_grow(tmp_path: Path) -> None:
-    small = write_fleet_config(SMALL, tmp_path / "small")
-    large = write_fleet_config(LARGE, tmp_path / "large")
-    load_location(write_fleet_config(1, tmp_path / "warm"))  # imports and caches
-    ratio = cpu_per_source(large, LARGE) / cpu_per_source(small, SMALL)
-    assert ratio <= 1.5, f"CPU per source grows {ratio:.2f}x from {SMALL} to {LARGE} sources"
 
 
 def test_no_warnings(tmp_path: Path) -> None:

@@ -58,7 +58,7 @@ def tag_run_with_source(context: dg.AssetExecutionContext, name: str) -> None:
     `dagster asset materialize` and backfills of the implicit asset job do not, and on-call
     finds runs by this tag. A run that spans sources keeps the first one's name.
     """
-    run = context.instance.get_run_by_id(context.run_id)  # fresh: an earlier step may have tagged it
+    run = context.instance.get_run_by_id(context.run.run_id)  # fresh: an earlier step may have tagged it
     if run is None or run.tags.get(SOURCE_TAG):
         return
     context.instance.add_run_tags(run.run_id, {SOURCE_TAG: name})

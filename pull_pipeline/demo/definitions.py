@@ -12,8 +12,7 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from pull_pipeline.config.loader import load_project
-from pull_pipeline.definitions import build_definitions
-from pull_pipeline.defs.long_lived import kept_for_the_process
+from pull_pipeline.definitions import build_location
 from pull_pipeline.demo.history import DEMO_START_ENV, demo_start, with_demo_start
 
 
@@ -21,4 +20,4 @@ from pull_pipeline.demo.history import DEMO_START_ENV, demo_start, with_demo_sta
 def defs() -> dg.Definitions:
     """Loaded by `dagster dev` on demand, in the webserver, the daemon and every run."""
     start = os.environ.get(DEMO_START_ENV) or demo_start(datetime.now(UTC))
-    return kept_for_the_process(build_definitions(with_demo_start(load_project(contain=True), start)))
+    return build_location(with_demo_start(load_project(contain=True), start))
