@@ -8,6 +8,9 @@ written, and three things are measured, each in a fresh process killed after `--
   webserver, the daemon's code server and every run worker pay): wall time, CPU time
   (user + system, steadier than wall time on a shared machine), peak RSS, warnings printed;
 - ticks: every sensor and schedule evaluated once (`benchmarks.ticks`): total and slowest;
+- a run worker: one run of `pull_fleet_0000` on a window with no rows, in a fresh
+  `dagster api execute_run` process (`benchmarks.worker`): its CPU time is start-up, which
+  must not grow with N (a worker builds only its run's sources), reported against the first N;
 - backfill throughput, with the N sources plus the backfill pair configured: the same
   `--backfill-rows` rows materialized as one daily window of `backfill_daily`, and as a
   ranged run of `--backfill-windows` hourly windows of `backfill_hourly` (one run in one
@@ -24,8 +27,10 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import re
 import statistics
+import subprocess
 import sys
 import tempfile
 from contextlib import ExitStack
@@ -35,7 +40,13 @@ from typing import Any
 
 from benchmarks import fleet_config
 from benchmarks.database import scratch_database, table_checksum
-from benchmarks.materialize import dagster_cli, materialize, measure, prepare_instance
+from benchmarks.materialize import (
+    PROJECT_ROOT,
+    dagster_cli,
+    materialize,
+    measure,
+    prepare_instance,
+)
 from benchmarks.run import (
     API_KEY,
     DEFAULT_DSN,
@@ -151,6 +162,7 @@ class Fleet:
         env = {**self.env, "PULL_PIPELINE_CONFIG": str(config)}
         figures: dict[str, Any] = {"load": self.load(count, env)}
         figures["ticks"] = self.ticks(count, env)
+        figures["worker"] = self.worker(count, env)
         if not self.args.skip_backfill:
             sources |= fleet_config.backfill_sources(self.url, self.workload.partition_key)
             config = fleet_config.write(self.workdir / f"backfill-{count}.yaml", self.sink_dsn,
@@ -191,6 +203,26 @@ class Fleet:
         say(f"{count} sources: {sensors['evaluated']}/{sensors['count']} sensors in "
             f"{sensors['total_seconds']:.1f} s (max {sensors['max_seconds']:.2f} s, "
             f"{sensors['slowest']}) ({result['status']})")
+        return result
+
+    def worker(self, count: int, env: dict[str, str]) -> dict[str, Any]:
+        """A run worker for one window of one source, in a fresh process (`benchmarks.worker`)."""
+        log = self.workdir / f"worker-{count}.log"
+        created = subprocess.run(
+            [sys.executable, "-m", "benchmarks.worker", "fleet_0000",
+             fleet_config.first_window(self.args.history_days)],
+            env={**os.environ, **env}, capture_output=True, text=True, cwd=PROJECT_ROOT,
+            timeout=self.args.timeout, check=False)
+        if created.returncode != 0:
+            self.failures.append(f"{count} sources: creating the worker's run failed: "
+                                 f"{created.stderr[-500:]}")
+            return {"status": "failed"}
+        run = measure(json.loads(created.stdout), env, log, self.args.timeout)
+        result = {"seconds": run.seconds, "cpu_seconds": run.cpu_seconds,
+                  "peak_rss_mb": run.peak_rss_mb,
+                  "status": self.status(f"{count} sources: run worker", run, log)}
+        say(f"{count} sources: run worker {run.seconds:.1f} s wall, {run.cpu_seconds:.1f} s CPU, "
+            f"{run.peak_rss_mb:.0f} MB ({result['status']})")
         return result
 
     def backfill(self, count: int, env: dict[str, str]) -> dict[str, Any]:
@@ -266,9 +298,11 @@ def warnings_in(log: Path) -> list[str]:
 def render(report: dict[str, Any]) -> str:
     """One row per fleet size; the backfill's columns when it ran."""
     head = ("| sources | load CPU s | load wall s | load RSS MB | run warnings | sensors | "
-            "ticks total s | slowest tick s | schedules s | single window rows/s | "
-            "ranged rows/s | ranged vs single |")
-    lines = [head, "|" + "---:|" * 12]
+            "ticks total s | slowest tick s | schedules s | run worker CPU s (vs first) | "
+            "single window rows/s | ranged rows/s | ranged vs single |")
+    lines = [head, "|" + "---:|" * 13]
+    sizes: list[dict[str, Any]] = list(report["sizes"].values())
+    first_worker = sizes[0].get("worker", {}).get("cpu_seconds") if sizes else None
     for count, figures in report["sizes"].items():
         load, ticks = figures["load"], figures["ticks"]
         sensors, schedules = ticks["sensors"], ticks["schedules"]
@@ -278,7 +312,7 @@ def render(report: dict[str, Any]) -> str:
                  str(backfill["single"]["warnings"]) if "single" in backfill else "—",
                  f"{sensors['evaluated']}/{sensors['count']}", f"{sensors['total_seconds']:.1f}",
                  f"{sensors['max_seconds']:.2f} ({sensors['slowest']})",
-                 f"{schedules['total_seconds']:.2f}",
+                 f"{schedules['total_seconds']:.2f}", _worker(figures.get("worker"), first_worker),
                  _rate(backfill.get("single")), _rate(backfill.get("ranged")),
                  _pct(backfill.get("ranged_vs_single"))]
         lines.append("| " + " | ".join(cells) + " |")
@@ -294,6 +328,13 @@ def render(report: dict[str, Any]) -> str:
 
 def _rate(item: dict[str, float] | None) -> str:
     return "—" if not item else f"{item['rows_per_second']:,.0f}"
+
+
+def _worker(item: dict[str, Any] | None, first: float | None) -> str:
+    if not item or "cpu_seconds" not in item:
+        return "—"
+    ratio = f" ({item['cpu_seconds'] / first:.2f}x)" if first else ""
+    return f"{item['cpu_seconds']:.1f}{ratio}"
 
 
 def _pct(value: float | None) -> str:

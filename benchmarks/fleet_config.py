@@ -29,10 +29,20 @@ SINK_TABLE = "bench_readings"
 BACKFILL_SOURCES = {"hourly": "backfill_hourly", "daily": "backfill_daily"}
 
 
+def history_start(history_days: int) -> datetime:
+    """Where the generated sources' history starts: midnight UTC, `history_days` ago."""
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return today - timedelta(days=history_days)
+
+
+def first_window(history_days: int) -> str:
+    """The partition key of fleet_0000's first window (5-minute cadence): it has no rows."""
+    return f"{history_start(history_days):%Y-%m-%d}-00:00"
+
+
 def fleet_sources(count: int, url: str, history_days: int) -> dict[str, dict[str, Any]]:
     """`count` sources named fleet_0000..., cadences mixed, history from `history_days` ago."""
-    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    start = (today - timedelta(days=history_days)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    start = history_start(history_days).strftime("%Y-%m-%dT%H:%M:%SZ")
     sources = {}
     for number in range(count):
         cadence = CADENCES[number % len(CADENCES)]

@@ -122,10 +122,12 @@ def test_fleet_mode_small_run(tmp_path: Path) -> None:
     assert ticks["sensors"]["evaluated"] == ticks["sensors"]["count"] >= 6
     assert ticks["schedules"]["evaluated"] == ticks["schedules"]["count"] >= 2
     assert ticks["errors"] == 0 and ticks["unfinished"] is None
+    # One run's worker, in its own process: it ran (exit 0 only if the run succeeded).
+    assert figures["worker"]["status"] == "ok" and figures["worker"]["cpu_seconds"] > 0
     for path in ("single", "ranged"):
         assert backfill[path]["rows_per_second"] > 0 and backfill[path]["peak_rss_mb"] > 50
     assert backfill["ranged_vs_single"] > 0
-    assert "| 2 |" in run.stdout
+    assert "| 2 |" in run.stdout and "(1.00x)" in run.stdout
 
 
 def test_the_backfill_rows_are_spread_over_every_hourly_window() -> None:

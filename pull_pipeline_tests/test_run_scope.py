@@ -152,7 +152,7 @@ def test_an_execute_run_worker_builds_the_sources_its_assets_name(location: Loca
     repository = build_definitions(load_project(location.config)).get_repository_def()
     with location.instance() as instance:
         run = instance.create_run_for_job(
-            job_def=repository.get_implicit_job_def_for_assets(keys), 
+            job_def=repository.get_implicit_global_asset_job_def(), 
             asset_selection=frozenset(keys), tags={"dagster/partition": WINDOW},
             job_code_origin=origin)
         args = ExecuteRunArgs(job_origin=origin, run_id=run.run_id, instance_ref=instance.get_ref(),
