@@ -121,12 +121,16 @@ bench: .venv/.installed
 # `make bench-compressed` loads a new window, and reruns one, next to HISTORY_DAYS days of
 # compressed history on TimescaleDB: $PULL_PIPELINE_TIMESCALE_DSN when set, else the
 # cluster that $(TIMESCALE_CLUSTER) starts. `make bench-fleet SOURCES=1,50,200` measures the
-# code location, the ticks and a backfill with that many generated sources. BENCH_ARGS adds
-# options to either, e.g. BENCH_ARGS='--repeat 1 --json out.json'.
+# code location, the ticks, one run worker and a backfill with that many generated sources;
+# `make bench-daemon SOURCES=500 MINUTES=6` runs the real dagster-daemon against that many
+# and counts every sensor's ticks. BENCH_ARGS adds options to any, e.g.
+# BENCH_ARGS='--json out.json'.
 SOURCES ?= 1,50,200,500
 HISTORY_DAYS ?= 60
 BENCH_ARGS ?=
-.PHONY: bench-compressed bench-fleet
+.PHONY: bench-compressed bench-fleet bench-daemon
+MINUTES ?= 6
+comma := ,
 
 bench-compressed: .venv/.installed
 	@dsn="$${PULL_PIPELINE_TIMESCALE_DSN:-}"; \
@@ -139,6 +143,10 @@ bench-compressed: .venv/.installed
 
 bench-fleet: .venv/.installed
 	.venv/bin/python -m benchmarks.fleet --sources $(SOURCES) $(BENCH_ARGS)
+
+bench-daemon: .venv/.installed
+	.venv/bin/python -m benchmarks.daemon --sources $(lastword $(subst $(comma), ,$(SOURCES))) \
+	  --minutes $(MINUTES) $(BENCH_ARGS)
 
 # `make lint`, which `make test` runs first: ruff (style), then mypy (types) with the
 # [tool.mypy] settings and file list of pyproject.toml. Any finding fails it.
