@@ -122,14 +122,14 @@ bench: .venv/.installed
 # compressed history on TimescaleDB: $PULL_PIPELINE_TIMESCALE_DSN when set, else the
 # cluster that $(TIMESCALE_CLUSTER) starts. `make bench-fleet SOURCES=1,50,200` measures the
 # code location, the ticks, one run worker and a backfill with that many generated sources;
-# `make bench-daemon SOURCES=500 MINUTES=6` runs the real dagster-daemon against that many
+# `make bench-daemon SOURCES=500 MINUTES=12` runs the real dagster-daemon against that many
 # and counts every sensor's ticks. BENCH_ARGS adds options to any, e.g.
 # BENCH_ARGS='--json out.json'.
 SOURCES ?= 1,50,200,500
 HISTORY_DAYS ?= 60
 BENCH_ARGS ?=
 .PHONY: bench-compressed bench-fleet bench-daemon
-MINUTES ?= 6
+MINUTES ?= 12
 comma := ,
 
 bench-compressed: .venv/.installed

@@ -52,6 +52,18 @@ WINDOWS = ["2024-01-01-00:00", "2024-01-01-01:00", "2024-01-01-02:00"]
 HOUR = timedelta(hours=1)
 
 
+def test_the_fleet_workspace_is_valid_and_names_the_location() -> None:
+    """deploy/workspace.yaml, checked by Dagster's own workspace schema (no server needed)."""
+    from dagster._core.workspace.config_schema import ensure_workspace_config
+
+    path = DEPLOY / "workspace.yaml"
+    config = yaml.safe_load(path.read_text())
+    ensure_workspace_config(config, str(path))
+    [entry] = config["load_from"]
+    assert entry["grpc_server"]["location_name"] == "pull_pipeline"
+    assert f"-p {entry['grpc_server']['port']}" in path.read_text()  # the command it documents
+
+
 def test_deploy_settings_match_the_shipped_ones() -> None:
     """deploy/ repeats what the project's own files decide: keep them equal."""
     deployed = yaml.safe_load((DEPLOY / "dagster.yaml").read_text())
