@@ -130,6 +130,21 @@ def test_fleet_mode_small_run(tmp_path: Path) -> None:
     assert "| 2 |" in run.stdout and "(1.00x)" in run.stdout
 
 
+@pytest.mark.skipif(bool(os.environ.get("PULL_PIPELINE_TIMESCALE_DSN")),
+                    reason="the daemon benchmark runs in the plain PostgreSQL pass only: it "
+                    "measures ticks, which the sink flavour does not change, for 70 s")
+def test_daemon_mode_small_run(tmp_path: Path) -> None:
+    """The real daemon for a minute on two sources and a standalone code server."""
+    run, report = bench("daemon", tmp_path, "--sources", "2", "--minutes", "1.2",
+                        "--steady-minutes", "0.6", "--history-days", "2", "--sink-dsn", ADMIN_DSN)
+    kinds = report["kinds"]
+    assert {"recover", "freshness", "archive", "alert_on_run_failure", "schedule"} <= set(kinds)
+    assert kinds["recover"]["never"] == kinds["freshness"]["never"] == 0
+    assert report["code_server_restarts"] == 0 and report["failures"] == []
+    assert sum(minute["ticks"] for minute in report["timeline"].values()) >= 8
+    assert "| recover | 60 | 2 | 0 |" in run.stdout
+
+
 def test_the_backfill_rows_are_spread_over_every_hourly_window() -> None:
     workload = backfill_workload(2_000, 4)
     start = int(workload.start.timestamp())
