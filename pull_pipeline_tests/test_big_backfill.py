@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,8 +27,8 @@ from pull_pipeline_tests.helpers import failure_text, make_project, run_source
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 KEYS = [f"2024-01-01-{hour:02d}:00" for hour in range(6)]
-RANGE = {"dagster/asset_partition_range_start": KEYS[0],
-         "dagster/asset_partition_range_end": KEYS[-1]}
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+RANGE = {RANGE_START: KEYS[0], RANGE_END: KEYS[-1]}
 BROKEN: set[datetime] = set()  # windows (by start) that `fetch_or_fail` refuses
 
 
@@ -204,3 +205,42 @@ def test_pull_lands_every_window_when_the_sink_goes_away(
     land_stats, load_stats = pull_directly(tmp_path, pg_dsn, table_name, SinkUnavailable)
     assert [w.key for w in land_stats.landed] == KEYS  # `raw` may claim every window
     assert list(load_stats.loaded_windows) == KEYS[:2]
+
+
+@pytest.mark.parametrize(("windows_per_run", "ranges"), [
+    (4, [(KEYS[0], KEYS[3]), (KEYS[4], KEYS[5])]),
+    (None, [(KEYS[0], KEYS[5])]),
+])
+def test_a_backfill_from_the_ui_runs_in_chunks_of_windows_per_run(
+    tmp_path: Path, pg_dsn: str, table_name: str, monkeypatch: pytest.MonkeyPatch,
+    windows_per_run: int | None, ranges: list[tuple[str, str]],
+) -> None:
+    """Dagster's backfill daemon, against a real code server, cuts the six windows into runs
+    of `partitions.windows_per_run` (each a ranged run: windows commit one by one)."""
+    import logging
+
+    import yaml
+    from dagster._core.execution.backfill import PartitionBackfill
+    from dagster._core.test_utils import create_test_daemon_workspace_context
+    from dagster._core.workspace.load_target import ModuleTarget
+    from dagster._daemon.backfill import execute_backfill_iteration
+
+    source = config(pg_dsn, table_name, "test_big_backfill:fetch_or_fail")
+    source["sources"]["plant"]["partitions"]["windows_per_run"] = windows_per_run
+    source["landing"] = {"path": str(tmp_path / "landing")}
+    path = tmp_path / "sources.yaml"
+    path.write_text(yaml.safe_dump(source))
+    monkeypatch.setenv("PULL_PIPELINE_CONFIG", str(path))
+    keys = [dg.AssetKey(["plant", "raw"]), dg.AssetKey(["plant", "readings"])]
+    target = ModuleTarget(module_name="pull_pipeline.definitions", attribute="defs",
+                          working_directory=str(Path(__file__).parents[1]), location_name="plant")
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance, \
+            create_test_daemon_workspace_context(target, instance) as workspace:
+        instance.add_backfill(PartitionBackfill.from_asset_partitions(
+            backfill_id="chunks", asset_graph=workspace.create_request_context().asset_graph,
+            partition_names=KEYS, asset_selection=keys, backfill_timestamp=time.time(), tags={},
+            dynamic_partitions_store=instance, all_partitions=False, title=None,
+            description=None, run_config=None))
+        list(execute_backfill_iteration(workspace, logging.getLogger("backfill")))
+        runs = instance.get_runs(dg.RunsFilter(tags={"dagster/backfill": "chunks"}))
+    assert sorted((run.tags[RANGE_START], run.tags[RANGE_END]) for run in runs) == ranges

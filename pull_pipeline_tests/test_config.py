@@ -117,6 +117,8 @@ def test_every_contract_key_parses(tmp_path: Path) -> None:
         ({"time_unit": "minutes"}, "time_unit"),
         ({"reference_epoch": "the 1st of May"}, "reference_epoch: 'the 1st of May' is not an ISO"),
         ({"partitions": {"start": "2024-01-01", "lag": "5 parsecs"}}, "expected a duration"),
+        ({"partitions": {"start": "2024-01-01", "windows_per_run": 0}},
+         "partitions.windows_per_run"),
         ({"auth": {"type": "api_key", "value": "k"}}, "exactly one of 'header' or 'query_param'"),
     ],
 )

@@ -101,6 +101,9 @@ class PartitionsConfig(Strict):
     end: str | None = None
     timezone: str = "UTC"
     lag: Duration = timedelta(0)
+    # The most windows one run of a backfill launched from the UI takes; None: the whole
+    # range in one run (what `dagster asset materialize --partition-range` needs).
+    windows_per_run: int | None = Field(default=None, ge=1)
 
     @field_validator("start", "end", mode="before")
     @classmethod

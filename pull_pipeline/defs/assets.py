@@ -21,6 +21,7 @@ from pull_pipeline.defs.naming import (
     SOURCE_TAG,
     VALID_ROWS_CHECK,
 )
+from pull_pipeline.defs.partitions import backfill_policy
 from pull_pipeline.defs.resources import LandingResource
 from pull_pipeline.defs.steps import (
     failures_named,
@@ -47,7 +48,7 @@ def build_source_assets(ctx: SourceContext) -> list[dg.AssetsDefinition]:
     name, config, names, partitions_def = ctx.name, ctx.config, ctx.names, ctx.partitions_def
     common: dict[str, Any] = {
         "partitions_def": partitions_def,
-        "backfill_policy": dg.BackfillPolicy.single_run(),
+        "backfill_policy": backfill_policy(config.partitions),
         "group_name": names.group,
         "pool": names.pool,
         "tags": {SOURCE_TAG: name},

@@ -73,6 +73,15 @@ def build_partitions(
     )
 
 
+def backfill_policy(config: PartitionsConfig) -> dg.BackfillPolicy:
+    """How a backfill launched from the UI splits into runs: `partitions.windows_per_run`
+    windows each, else the whole range in one run. Either way each window is loaded and
+    committed on its own (`defs/handoff.py`)."""
+    if config.windows_per_run is None:
+        return dg.BackfillPolicy.single_run()
+    return dg.BackfillPolicy.multi_run(config.windows_per_run)
+
+
 def _instant(text: str, tz: ZoneInfo) -> datetime:
     value = parse_instant(text) if ("T" in text or "+" in text or "Z" in text) else None
     if value is None:
