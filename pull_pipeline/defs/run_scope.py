@@ -26,7 +26,6 @@ import logging
 import multiprocessing
 import zlib
 from collections.abc import Mapping, Sequence
-from contextlib import ExitStack
 from dataclasses import replace
 
 import dagster as dg
@@ -119,9 +118,8 @@ def sources_of_run(args: WorkerArgs, project: Project) -> set[str] | None:
     source. None when that is not a configured source (a location-wide job such as
     `sink_policies`, or no selection): then the run gets every source."""
     names = {*project.config.sources, *(broken.name for broken in project.broken)}
-    with ExitStack() as stack:
-        instance = stack.enter_context(dg.DagsterInstance.from_ref(args.instance_ref)
-                                       if args.instance_ref else dg.DagsterInstance.get())
+    ref = args.instance_ref
+    with dg.DagsterInstance.from_ref(ref) if ref else dg.DagsterInstance.get() as instance:
         run = instance.get_run_by_id(args.run_id)
         if run is None:
             return None
