@@ -39,10 +39,6 @@ from benchmarks.materialize import PROJECT_ROOT, prepare_instance
 from benchmarks.run import API_KEY, DEFAULT_DSN, PAGE_SIZE, say
 from benchmarks.server import PagesServer
 
-# Sensor name prefixes and how often each kind is meant to tick (minimum_interval_seconds).
-INTERVALS = {"recover_": 60, "freshness_": 60, "config_": 60, "apply_pool_limits": 60,
-             "alert_on_run_failure": 30, "archive_": 900, "sink_health": 300}
-
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.daemon", description=__doc__,
@@ -103,9 +99,24 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
-def interval_of(sensor: str) -> int | None:
-    return next((seconds for prefix, seconds in INTERVALS.items() if sensor.startswith(prefix)),
-                None)
+def instigators(config: Path) -> dict[str, int | None]:
+    """Every sensor of the location with how often it is meant to tick (its
+    `minimum_interval_seconds`), and every schedule (None), as the definitions declare them."""
+    from dagster._core.definitions.sensor_definition import DEFAULT_SENSOR_DAEMON_INTERVAL
+
+    from pull_pipeline.config.loader import load_project
+    from pull_pipeline.definitions import build_definitions
+
+    repository = build_definitions(load_project(config, contain=True)).get_repository_def()
+    return {**{schedule.name: None for schedule in repository.schedule_defs},
+            **{sensor.name: sensor.minimum_interval_seconds or DEFAULT_SENSOR_DAEMON_INTERVAL
+               for sensor in repository.sensor_defs}}
+
+
+def kind_of(name: str, interval: int | None) -> str:
+    """`recover`, `freshness`, ... for a generated source's sensor; the name of a
+    location-wide one; `schedule` for every schedule."""
+    return "schedule" if interval is None else name.split("_fleet_")[0]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(args.minutes * 60)
             finally:
                 stop(daemon)
-        report = summarize(home, started, args)
+        report = summarize(home, instigators(config), started, args)
         report["code_server_restarts"] = log.read_text(errors="replace").count(
             "No heartbeat received")
     text = render(report)
@@ -157,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if report["failures"] else 0
 
 
-def summarize(home: Path, started: float, args: argparse.Namespace) -> dict[str, Any]:
+def summarize(home: Path, declared: dict[str, int | None], started: float,
+              args: argparse.Namespace) -> dict[str, Any]:
     """A per-minute timeline of all ticks, and every sensor's ticks over the last
     `--steady-minutes`, by kind (the first minutes are the first round of recovery and
     freshness, when runs are created for every source's missing windows)."""
@@ -167,10 +179,11 @@ def summarize(home: Path, started: float, args: argparse.Namespace) -> dict[str,
     with dg.DagsterInstance.from_config(str(home)) as instance:
         states = [*instance.all_instigator_state(instigator_type=InstigatorType.SENSOR),
                   *instance.all_instigator_state(instigator_type=InstigatorType.SCHEDULE)]
-        ticks = {state.instigator_name: instance.get_ticks(state.instigator_origin_id,
-                                                           state.selector_id, limit=10_000)
-                 for state in states}
+        ticked = {state.instigator_name: instance.get_ticks(state.instigator_origin_id,
+                                                            state.selector_id, limit=10_000)
+                  for state in states}
         queued = len(instance.get_run_ids(dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED])))
+    ticks = {name: ticked.get(name, []) for name in declared}  # one that never ticked has none
     every = [tick for history in ticks.values() for tick in history]
     first = min((tick.timestamp for tick in every), default=started)
     until = started + args.minutes * 60
@@ -185,9 +198,8 @@ def summarize(home: Path, started: float, args: argparse.Namespace) -> dict[str,
     kinds: dict[str, dict[str, Any]] = {}
     failures: list[str] = []
     for name, history in ticks.items():
-        interval = interval_of(name)
-        kind = next((p.rstrip("_") for p in INTERVALS if name.startswith(p)),
-                    "schedule" if name.endswith("_schedule") else "other")
+        interval = declared[name]
+        kind = kind_of(name, interval)
         steady = [t for t in history if t.timestamp >= steady_from]
         times = sorted(t.timestamp for t in steady)
         durations = [t.end_timestamp - t.timestamp for t in steady if t.end_timestamp]
