@@ -74,7 +74,8 @@ def sample_readings(
 
 
 def free_port() -> int:
-    """A loopback port nothing listens on (to provoke 'connection refused')."""
+    """A loopback port nothing listens on now: to start a server on, or to provoke
+    'connection refused'."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -26,11 +25,10 @@ import psycopg
 import pytest
 import yaml
 from dagster._core.definitions.reconstruct import ReconstructableRepository
-from dagster._core.errors import DagsterUserCodeUnreachableError
-from dagster._grpc.client import DagsterGrpcClient
 from dagster._grpc.types import ExecuteRunArgs
 from dagster._serdes import serialize_value
 
+from benchmarks.daemon import code_server as bench_code_server
 from pull_pipeline.config.loader import load_project
 from pull_pipeline.definitions import build_definitions
 from pull_pipeline.defs.naming import SourceNames
@@ -41,6 +39,7 @@ SOURCES = 12
 WINDOW = "2026-01-01-00:00"  # a 15-minute window of fleet_0001 and fleet_0005 (python sources)
 ROWS_PER_WINDOW = 6  # fetch_pages: two sensors every 5 minutes
 TIMEOUT = 40
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -77,36 +76,11 @@ def location(tmp_path: Path, pg_dsn: str, table_name: str) -> Location:
     return Location(home, path, env, pg_dsn, table_name)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
-def code_server(location: Location) -> Iterator[int]:
-    """`dagster api grpc` serving the location, as `dagster dev` and production run it."""
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "dagster", "api", "grpc", "-m", "pull_pipeline.definitions",
-         "-h", "127.0.0.1", "-p", str(port)], env=location.env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        client = DagsterGrpcClient(port=port, host="127.0.0.1")
-        deadline = time.monotonic() + TIMEOUT
-        while True:
-            try:
-                client.ping("ready?")
-                break
-            except DagsterUserCodeUnreachableError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"code server did not start: {server.stderr.read()}"  # type: ignore[union-attr]
-                                         ) from None
-                time.sleep(0.3)
+def code_server(location: Location, tmp_path: Path) -> Iterator[int]:
+    """A long-lived `dagster code-server start`, as deploy/workspace.yaml has it run."""
+    with bench_code_server(location.env, tmp_path / "code_server.log") as port:
         yield port
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def finished(instance: dg.DagsterInstance, run_id: str) -> dg.DagsterRun:
@@ -148,7 +122,7 @@ def test_an_execute_run_worker_builds_the_sources_its_assets_name(location: Loca
     """A run of the implicit asset job across two sources, as the UI's Materialize makes."""
     keys = [SourceNames(name).readings for name in ("fleet_0001", "fleet_0005")]
     keys += [SourceNames(name).raw for name in ("fleet_0001", "fleet_0005")]
-    origin = (ReconstructableRepository.for_module("pull_pipeline.definitions", "defs", os.getcwd())
+    origin = (ReconstructableRepository.for_module("pull_pipeline.definitions", "defs", str(ROOT))
               .get_reconstructable_job("__ASSET_JOB").get_python_origin())
     repository = build_definitions(load_project(location.config)).get_repository_def()
     with location.instance() as instance:

@@ -31,6 +31,7 @@ from pull_pipeline.config.models import SqlSource
 from pull_pipeline.connectors.sql import SqlConnector
 from pull_pipeline.errors import ConfigError, PermanentSourceError, TransientSourceError
 from pull_pipeline.sink.embedded import embedded_dsn, stop_embedded
+from pull_pipeline_tests.servers import free_port
 
 T0 = 1_700_000_000  # 2023-11-14T22:13:20Z
 TAGS = {f"s{i}" for i in range(5)}
@@ -134,12 +135,6 @@ def count_intruders(url: str, table: str) -> int:
         row = db.execute(f"SELECT count(*) FROM {table} WHERE tag = 'intruder'").fetchone()
     assert row is not None
     return int(row[0])
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --- windows, binding, chunks ------------------------------------------------------------

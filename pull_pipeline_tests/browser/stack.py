@@ -28,6 +28,7 @@ import yaml
 from pull_pipeline.config.loader import CONFIG_ENV, STATE_ENV, read_yaml
 from pull_pipeline.demo.history import DEMO_START_ENV
 from pull_pipeline.sink import embedded
+from pull_pipeline_tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 HISTORY_WINDOWS = 3
@@ -67,13 +68,6 @@ def demo_config(state: Path) -> Config:
     config["sources"]["demo_api"]["retries"] = {"attempts": 1}
     config["sources"]["demo_historian"]["url"] = f"sqlite:///{state / 'demo' / 'historian.db'}"
     return config
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def history(now: datetime) -> tuple[str, tuple[str, ...]]:
