@@ -119,6 +119,10 @@ def test_every_contract_key_parses(tmp_path: Path) -> None:
         ({"partitions": {"start": "2024-01-01", "lag": "5 parsecs"}}, "expected a duration"),
         ({"partitions": {"start": "2024-01-01", "windows_per_run": 0}},
          "partitions.windows_per_run"),
+        ({"partitions": {"start": "2024-01-01", "windows_per_run": True}},
+         "expected a number, not true or false"),
+        ({"max_reject_ratio": True}, "max_reject_ratio: expected a number, not true or false"),
+        ({"pagination": {"type": "page_number", "size": False}}, "pagination.size"),
         ({"auth": {"type": "api_key", "value": "k"}}, "exactly one of 'header' or 'query_param'"),
     ],
 )

@@ -43,6 +43,17 @@ if TYPE_CHECKING:
     NoPagination = pagination.Single
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+def _not_a_boolean(value: Any) -> Any:
+    """YAML's true and false are not 1 and 0: a count or a ratio given as one is an error."""
+    if isinstance(value, bool):
+        raise ValueError("expected a number, not true or false")  # noqa: TRY004 - pydantic reports ValueError
+    return value
+
+
+Count = Annotated[int, BeforeValidator(_not_a_boolean)]
+Number = Annotated[float, BeforeValidator(_not_a_boolean)]
 SOURCE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Dagster allows 63 characters in a tag value, and every asset and run of a source carries
 # its name in the `pull_pipeline/source` tag. (Job, schedule, sensor and pool names made from
@@ -103,7 +114,7 @@ class PartitionsConfig(Strict):
     lag: Duration = timedelta(0)
     # The most windows one run of a backfill launched from the UI takes; None: the whole
     # range in one run (what `dagster asset materialize --partition-range` needs).
-    windows_per_run: int | None = Field(default=None, ge=1)
+    windows_per_run: Count | None = Field(default=None, ge=1)
 
     @field_validator("start", "end", mode="before")
     @classmethod
@@ -171,15 +182,15 @@ class RecoveryConfig(Strict):
     enabled: bool = True
     horizon: Duration = timedelta(days=7)
     # Recovery requests ranges: one run per unbroken stretch, cut at `max_windows_per_run`.
-    max_windows_per_run: int = Field(default=48, ge=1)
-    max_runs_in_flight: int = Field(default=1, ge=1)  # queued or running, per source
-    max_windows_per_tick: int = Field(default=96, ge=1)  # windows in flight, per source
+    max_windows_per_run: Count = Field(default=48, ge=1)
+    max_runs_in_flight: Count = Field(default=1, ge=1)  # queued or running, per source
+    max_windows_per_tick: Count = Field(default=96, ge=1)  # windows in flight, per source
 
 
 class RetryConfig(Strict):
     """In-step retries for transient failures (connection errors, 429, 5xx)."""
 
-    attempts: int = Field(default=5, ge=1, le=50)
+    attempts: Count = Field(default=5, ge=1, le=50)
     backoff: Duration = timedelta(seconds=1)
     max_backoff: Duration = timedelta(seconds=60)
     # REST: the longest Retry-After honoured; a server asking for more fails the window at once.
@@ -199,14 +210,14 @@ class SourceBase(Strict):
     time_unit: Literal["s", "ms", "us", "ns", "iso8601"] = "s"
     reference_epoch: str = "1970-01-01T00:00:00Z"
     partitions: PartitionsConfig
-    max_reject_ratio: float = Field(default=0.05, ge=0.0, le=1.0)
+    max_reject_ratio: Number = Field(default=0.05, ge=0.0, le=1.0)
     paused: bool = False
-    lookback: int = Field(default=0, ge=0)
+    lookback: Count = Field(default=0, ge=0)
     expected_interval: Duration | None = None
     gaps_blocking: bool = False
     freshness: FreshnessConfig | None = None
     recovery: RecoveryConfig = RecoveryConfig()
-    concurrency: int = Field(default=1, ge=1)
+    concurrency: Count = Field(default=1, ge=1)
     slot_timeout: Duration = timedelta(hours=1)  # longest wait for a free concurrency slot
     retries: RetryConfig = RetryConfig()
     allow_empty_replace: bool = False  # may a window with 0 rows replace one that has rows?
@@ -303,12 +314,12 @@ class RestSource(SourceBase):
     pagination: Annotated[PaginationConfig, PAGINATORS] = Field(
         default_factory=lambda: {"type": "none"}, validate_default=True)
     records_path: str | None = None  # None: a top-level list, or an object's only list field
-    max_requests_per_second: float | None = Field(default=None, gt=0)
-    max_pages: int = Field(default=100_000, ge=1)
+    max_requests_per_second: Number | None = Field(default=None, gt=0)
+    max_pages: Count = Field(default=100_000, ge=1)
     timeout: Duration = timedelta(seconds=30)  # the longest wait for a connection or any read
     request_deadline: Duration = timedelta(minutes=2)  # one request: connect, headers, body
     window_deadline: Duration = timedelta(minutes=30)  # one window: all its pages and retries
-    max_response_bytes: int = Field(default=256 * 1024 * 1024, ge=1)  # after decompression
+    max_response_bytes: Count = Field(default=256 * 1024 * 1024, ge=1)  # after decompression
     proxy: str | None = None
     tls: TlsConfig = TlsConfig()
 
@@ -387,7 +398,7 @@ class SqlSource(SourceBase):
     username: str | None = None
     password: str | None = None
     query: str
-    chunk_size: int = Field(default=50_000, ge=1)
+    chunk_size: Count = Field(default=50_000, ge=1)
     connect_args: dict[str, Any] = {}
     # Every wait on the source is bounded, so a locked table cannot hang a run forever.
     statement_timeout: Duration = timedelta(minutes=10)
@@ -434,7 +445,7 @@ class FilesSource(SourceBase):
     pattern: str | None = None
     s3: S3Config | None = None
     csv_delimiter: str = ","
-    chunk_size: int = Field(default=100_000, ge=1)
+    chunk_size: Count = Field(default=100_000, ge=1)
 
     def connector(self, name: str) -> Connector:
         from pull_pipeline.connectors.files import FilesConnector  # its libraries load when used
@@ -523,7 +534,7 @@ class WebhookConfig(Strict):
 
 class EmailConfig(Strict):
     smtp_host: str
-    smtp_port: int = 587
+    smtp_port: Count = 587
     starttls: bool = True
     ssl: bool = False
     username: str | None = None
@@ -545,7 +556,7 @@ class ArchiveConfig(Strict):
     export_after: Duration = timedelta(days=90)
     drop_after_export: bool = False
     auto_export: bool = True
-    windows_per_run: int = Field(default=168, ge=1)
+    windows_per_run: Count = Field(default=168, ge=1)
 
 
 class PipelineConfig(Strict):

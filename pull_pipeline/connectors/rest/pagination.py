@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import httpx
 from pydantic import Field, PrivateAttr
 
-from pull_pipeline.config.models import PAGINATORS, PaginationConfig
+from pull_pipeline.config.models import PAGINATORS, Count, PaginationConfig
 from pull_pipeline.connectors.rest.paths import MISSING, dig
 from pull_pipeline.errors import PermanentSourceError
 
@@ -103,7 +103,7 @@ class _Numbered(Paginator):
 
     param: str
     size_param: str | None
-    size: int = Field(default=1000, ge=1)
+    size: Count = Field(default=1000, ge=1)
     _index: int = PrivateAttr(default=0)
     _previous_digest: bytes = PrivateAttr(default=b"")
 
@@ -142,7 +142,7 @@ class PageNumber(_Numbered):
     type: Literal["page_number"]
     param: str = "page"
     size_param: str | None = "page_size"
-    first_page: int = 1
+    first_page: Count = 1
 
     def _position(self, index: int) -> int:
         return self.first_page + index
