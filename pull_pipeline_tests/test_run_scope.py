@@ -24,6 +24,10 @@ import dagster as dg
 import psycopg
 import pytest
 import yaml
+from dagster._core.definitions.definitions_load_context import (
+    DefinitionsLoadContext,
+    DefinitionsLoadType,
+)
 from dagster._core.definitions.reconstruct import ReconstructableRepository
 from dagster._grpc.types import ExecuteRunArgs
 from dagster._serdes import serialize_value
@@ -32,7 +36,7 @@ from benchmarks.daemon import code_server as bench_code_server
 from pull_pipeline.config.loader import load_project
 from pull_pipeline.definitions import build_definitions
 from pull_pipeline.defs.naming import SourceNames
-from pull_pipeline.defs.run_scope import api_command_args, only
+from pull_pipeline.defs.run_scope import api_command_args, only, scoped_to_this_run
 from pull_pipeline_tests.fleet_sources import fleet_config
 
 SOURCES = 12
@@ -170,3 +174,17 @@ def test_only_keeps_the_named_sources_valid_or_broken(location: Location) -> Non
     assert list(kept.config.sources) == ["fleet_0001"]
     assert [broken.name for broken in kept.broken] == ["fleet_0002"]
     assert kept.config.sink == project.config.sink
+
+
+def test_unreadable_worker_args_build_every_source(location: Location) -> None:
+    """Arguments this cannot read (a NUL byte, truncated JSON, a Dagster upgrade's new shape)
+    cost the worker time, never its run: every source is built, and no error escapes."""
+    project = load_project(location.config)
+    dagster = ["/venv/bin/dagster", "api", "execute_run"]
+    reconstructing = DefinitionsLoadContext(load_type=DefinitionsLoadType.RECONSTRUCTION,
+                                            repository_load_data=None)
+    with DefinitionsLoadContext.scoped(reconstructing):
+        for bad in ['{"__class__": "ExecuteRunArgs", "run_id": "\u0000"', "{\x00}", "{}"]:
+            assert scoped_to_this_run(project, [*dagster, bad], {}) is project
+        assert scoped_to_this_run(
+            project, dagster, {"DAGSTER_COMPRESSED_EXECUTE_RUN_ARGS": "not base64"}) is project

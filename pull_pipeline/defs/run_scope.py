@@ -67,16 +67,16 @@ def scoped_to_this_run(project: Project, argv: Sequence[str], environ: Mapping[s
     `project` itself anywhere else, or when the run cannot be told."""
     if not reconstructing():
         return project
-    args = api_command_args(argv, environ) or spawned_run_args()
-    if args is None:
-        return project
-    if args.run_id not in _SCOPES:  # Dagster may load the location twice for one run
-        try:
+    try:
+        args = api_command_args(argv, environ) or spawned_run_args()
+        if args is None:
+            return project
+        if args.run_id not in _SCOPES:  # Dagster may load the location twice for one run
             _SCOPES[args.run_id] = sources_of_run(args, project)
-        except Exception as exc:  # noqa: BLE001 - an unreadable run costs time, never the run
-            log.warning("building every source for run %s: its sources could not be told (%s)",
-                        args.run_id, type(exc).__name__)
-            _SCOPES[args.run_id] = None
+    except Exception as exc:  # noqa: BLE001 - an unreadable run costs time, never the run
+        log.warning("building every source: this run worker's run could not be read (%s)",
+                    type(exc).__name__)
+        return project
     sources = _SCOPES[args.run_id]
     return project if sources is None else only(project, sources)
 
