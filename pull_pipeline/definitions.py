@@ -14,7 +14,7 @@ from pull_pipeline.defs.broken import build_broken_source
 from pull_pipeline.defs.context import Clock, SourceContext, utc_now
 from pull_pipeline.defs.dagster_warnings import silence_known_warnings
 from pull_pipeline.defs.executor import build_executor
-from pull_pipeline.defs.long_lived import kept_for_the_process
+from pull_pipeline.defs.long_lived import once_per_load
 from pull_pipeline.defs.resources import build_resources
 from pull_pipeline.defs.run_scope import scoped_to_this_run
 from pull_pipeline.defs.sensors import build_location_sensors
@@ -66,13 +66,14 @@ def build_sources(
 
 def build_location(project: Project) -> dg.Definitions:
     """What a Dagster process loads: every source, but in a run worker only the sources of
-    its run (`defs/run_scope.py`), kept for the process's life (`defs/long_lived.py`)."""
-    return kept_for_the_process(build_definitions(scoped_to_this_run(project, sys.argv, os.environ)))
+    its run (`defs/run_scope.py`)."""
+    return build_definitions(scoped_to_this_run(project, sys.argv, os.environ))
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    """Loaded by Dagster (workspace.yaml, `-m pull_pipeline.definitions`) on demand.
+    """Loaded by Dagster (workspace.yaml, `-m pull_pipeline.definitions`) on demand, built
+    once per load and kept for the process (`defs/long_lived.py`).
 
     `contain=True`: an invalid source is shown as broken and the others load (defs/broken.py)."""
-    return build_location(load_project(contain=True))
+    return once_per_load(__name__, lambda: build_location(load_project(contain=True)))

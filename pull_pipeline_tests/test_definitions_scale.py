@@ -67,3 +67,47 @@ def test_no_warnings(tmp_path: Path) -> None:
         warnings.simplefilter("always")
         load_location(write_fleet_config(3, tmp_path))
     assert [f"{w.category.__name__}: {w.message}" for w in caught] == []
+
+
+def test_built_once_per_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dagster calls the entry point twice in one load (to find it, then to build the
+    repository): the sources are built once, and again only when what they are made of
+    changes (defs/long_lived.py)."""
+    from dagster._core.definitions.definitions_load_context import (
+        DefinitionsLoadContext,
+        DefinitionsLoadType,
+    )
+    from dagster._core.definitions.reconstruct import ReconstructableRepository
+    from dagster._grpc.utils import get_loadable_targets
+
+    from pull_pipeline import definitions
+    from pull_pipeline.config.loader import CONFIG_ENV
+
+    builds: list[int] = []
+    real = definitions.build_definitions
+
+    def counting(project: Any, *args: Any) -> dg.Definitions:
+        builds.append(len(project.config.sources))
+        return real(project, *args)
+
+    monkeypatch.setattr(definitions, "build_definitions", counting)
+    config = write_fleet_config(2, tmp_path)
+    monkeypatch.setenv(CONFIG_ENV, str(config))
+
+    def load() -> dg.RepositoryDefinition:
+        """As a code server loads: found in an initialization context, then reconstructed."""
+        DefinitionsLoadContext.set(DefinitionsLoadContext(DefinitionsLoadType.INITIALIZATION))
+        get_loadable_targets(python_file=None, module_name=definitions.__name__,
+                             package_name=None, autoload_defs_module_name=None,
+                             working_directory=None, attribute="defs", resolve_lazy_defs=True)
+        return ReconstructableRepository.for_module(definitions.__name__, "defs").get_definition()
+
+    monkeypatch.setattr(DefinitionsLoadContext, "_instance", None)  # restored after the test
+    first = load()
+    assert builds == [2]
+    assert load() is first and builds == [2]
+    config.write_text(config.read_text().replace("fleet_0001", "fleet_0009"))
+    assert load().has_job("pull_fleet_0009") and builds == [2, 2]
+    monkeypatch.setenv("PULL_PIPELINE_TEST_UNRELATED", "1")  # the environment is an input
+    load()
+    assert builds == [2, 2, 2]

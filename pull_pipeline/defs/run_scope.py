@@ -68,7 +68,7 @@ def scoped_to_this_run(project: Project, argv: Sequence[str], environ: Mapping[s
     if not reconstructing():
         return project
     try:
-        args = api_command_args(argv, environ) or spawned_run_args()
+        args = worker_args(argv, environ)
         if args is None:
             return project
         if args.run_id not in _SCOPES:  # Dagster may load the location twice for one run
@@ -79,6 +79,20 @@ def scoped_to_this_run(project: Project, argv: Sequence[str], environ: Mapping[s
         return project
     sources = _SCOPES[args.run_id]
     return project if sources is None else only(project, sources)
+
+
+def run_of_this_worker(argv: Sequence[str], environ: Mapping[str, str]) -> str | None:
+    """The id of the run this process executes, in a run worker whose run can be read."""
+    try:
+        args = worker_args(argv, environ) if reconstructing() else None
+    except Exception:  # noqa: BLE001 - scoped_to_this_run says why, once
+        return None
+    return args.run_id if args else None
+
+
+def worker_args(argv: Sequence[str], environ: Mapping[str, str]) -> WorkerArgs | None:
+    """What Dagster handed this run worker (see the module's docstring), if it is one."""
+    return api_command_args(argv, environ) or spawned_run_args()
 
 
 def reconstructing() -> bool:

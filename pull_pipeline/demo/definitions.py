@@ -13,6 +13,7 @@ import dagster as dg
 
 from pull_pipeline.config.loader import load_project
 from pull_pipeline.definitions import build_location
+from pull_pipeline.defs.long_lived import once_per_load
 from pull_pipeline.demo.history import DEMO_START_ENV, demo_start, with_demo_start
 
 
@@ -20,4 +21,5 @@ from pull_pipeline.demo.history import DEMO_START_ENV, demo_start, with_demo_sta
 def defs() -> dg.Definitions:
     """Loaded by `dagster dev` on demand, in the webserver, the daemon and every run."""
     start = os.environ.get(DEMO_START_ENV) or demo_start(datetime.now(UTC))
-    return build_location(with_demo_start(load_project(contain=True), start))
+    return once_per_load(f"{__name__}:{start}", lambda: build_location(
+        with_demo_start(load_project(contain=True), start)))
