@@ -351,8 +351,12 @@ def test_the_export_sensor_archives_old_windows_oldest_first_one_range_run_at_a_
             ranges.append((request.tags["dagster/asset_partition_range_start"],
                            request.tags["dagster/asset_partition_range_end"]))
             assert request.tags["pull_pipeline/operation"] == "archive"
-            result = defs.resolve_job_def("export_plant").execute_in_process(
-                instance=instance, tags=dict(request.tags), raise_on_error=False)
+            # a run of the asset, as the UI's Materialize button launches: no job of its own
+            assert request.job_name == "__ASSET_JOB"
+            assert request.asset_selection == [dg.AssetKey(["plant", "archive"])]
+            result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+                instance=instance, tags=dict(request.tags), raise_on_error=False,
+                asset_selection=request.asset_selection)
             assert result.success, failure_text(result)
         assert ranges == [("2024-01-01-00:00", "2024-01-01-04:00"),
                           ("2024-01-01-05:00", "2024-01-01-07:00")]
@@ -374,8 +378,9 @@ def test_windows_to_export_are_one_unbroken_stretch_and_skip_failed_exports() ->
 
 def test_the_export_sensor_is_off_when_auto_export_is(tmp_path: Path, sink: TimescaleSink) -> None:
     project = archive_project(tmp_path, sink, path=str(tmp_path / "archive"), auto_export=False)
-    sensor = build_definitions(project).resolve_sensor_def("archive_plant")
+    defs = build_definitions(project)
+    sensor = defs.resolve_sensor_def("archive_plant")
     assert sensor.default_status == dg.DefaultSensorStatus.STOPPED
     with dg.instance_for_test() as instance:
-        result = sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
+        result = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs))
     assert "auto_export: false" in (result.skip_message or "")

@@ -1,10 +1,9 @@
 """Archive export and restore in Dagster: thin wiring around `pull_pipeline.archive`.
 
 Per source with `archive:` configured, all partitioned like the source:
-- asset `<source>/archive`: exports the window, verified (job `export_<source>`, built
-  with the other asset jobs in `defs/jobs.py`);
+- asset `<source>/archive`: exports the window, verified;
 - sensor `archive_<source>`: exports windows older than `export_after`, oldest first, one
-  range run at a time;
+  range run of the asset at a time (no job of its own: see `defs/jobs.py`);
 - job `restore_<source>`: loads archived windows back into the sink.
 
 No `from __future__ import annotations` here: Dagster inspects the `context` annotation.
@@ -141,7 +140,7 @@ def build_export_sensor(ctx: SourceContext, config: ArchiveConfig) -> dg.SensorD
 
     @dg.sensor(
         name=names.export_sensor,
-        job_name=names.export_job,
+        asset_selection=dg.AssetSelection.assets(names.archive),
         minimum_interval_seconds=15 * 60,
         default_status=sensor_status(off),
         description=f"Exports windows of {name} older than {config.export_after} to the "

@@ -76,10 +76,6 @@ class SourceNames:
         return f"replay_{self.source}"
 
     @property
-    def export_job(self) -> str:
-        return f"export_{self.source}"
-
-    @property
     def restore_job(self) -> str:
         return f"restore_{self.source}"
 

@@ -3,8 +3,8 @@
 Every run worker loads the code location again to execute its run: with every source built
 that is seconds of CPU at hundreds of sources, paid by every run (README, Performance). A
 run needs only its own source: its job is that source's (`pull_<source>`, `replay_`,
-`export_`, `restore_`), or its asset selection names the sources (the UI's Materialize
-button, backfills). So a run worker builds those sources and the location-wide definitions.
+`restore_`), or its asset selection names the sources (the UI's Materialize button,
+backfills, archive exports). So a run worker builds those sources and the location-wide definitions.
 
 Dagster does not tell a definitions function which run it is loading for. What it hands the
 worker says so, in one of two places, both read here and both exercised by
@@ -157,7 +157,7 @@ def job_source(job: str, names: set[str]) -> str | None:
 
 def jobs_of(source: str) -> tuple[str, ...]:
     names = SourceNames(source)
-    return names.pull_job, names.replay_job, names.export_job, names.restore_job
+    return names.pull_job, names.replay_job, names.restore_job
 
 
 def only(project: Project, sources: set[str]) -> Project:
