@@ -9,7 +9,7 @@ from dataclasses import replace
 import dagster as dg
 
 from pull_pipeline.config.loader import BrokenSource, Project, load_project
-from pull_pipeline.defs.archive import build_archive_resource, build_restore_job
+from pull_pipeline.defs.archive import build_archive_resource
 from pull_pipeline.defs.broken import build_broken_source
 from pull_pipeline.defs.context import Clock, SourceContext, utc_now
 from pull_pipeline.defs.dagster_warnings import silence_known_warnings
@@ -26,8 +26,7 @@ from pull_pipeline.redaction import redact
 
 def build_definitions(project: Project, clock: Clock = utc_now) -> dg.Definitions:
     """Every source's definitions (see `defs/source.py`), plus what the location has once:
-    resources, the run-failure alert and pool-limit sensors, the sink's health, and with
-    `archive:` the restore job.
+    resources, the run-failure alert and pool-limit sensors, and the sink's health.
 
     A broken source (`project.broken`, or a block Dagster refuses here) gets only its
     `<source>/config` stand-in (see `defs/broken.py`); the others build as usual.
@@ -35,11 +34,9 @@ def build_definitions(project: Project, clock: Clock = utc_now) -> dg.Definition
     silence_known_warnings()
     built, refused = build_sources(project, clock)
     project = replace(project, broken=(*project.broken, *refused))
-    contexts = [ctx for ctx, _ in built]
     shared = dg.Definitions(
         resources={**build_resources(project), **build_archive_resource(project)},
-        jobs=[build_restore_job(contexts)] if project.config.archive else [],
-        sensors=build_location_sensors(project, contexts),
+        sensors=build_location_sensors(project, [ctx for ctx, _ in built]),
         # In process by default (a source's raw -> readings chain is sequential: one process
         # per run, not per step); PULL_PIPELINE_EXECUTOR=celery sends steps to Celery workers.
         executor=build_executor(),

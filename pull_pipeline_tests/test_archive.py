@@ -92,13 +92,9 @@ def s3_project(tmp_path: Path, sink: TimescaleSink, bucket: Bucket, drop: bool) 
                            export_after="0 days", drop_after_export=drop)
 
 
-def restore(project: Project, first: str, last: str = "", source: str = "plant"
-            ) -> dg.ExecuteInProcessResult:
-    """A run of `restore_archive`, configured as the Launchpad shows it."""
-    job = build_definitions(project).resolve_job_def("restore_archive")
-    config = {"source": source, "first": first, "last": last}
-    return job.execute_in_process(raise_on_error=False,
-                                  run_config={"ops": {"restore_windows": {"config": config}}})
+def restore(project: Project, **kwargs: Any) -> dg.ExecuteInProcessResult:
+    job = build_definitions(project).resolve_job_def("restore_plant")
+    return job.execute_in_process(raise_on_error=False, **kwargs)
 
 
 def metadata_of(result: dg.ExecuteInProcessResult, key: list[str]) -> dict[str, Any]:
@@ -156,36 +152,17 @@ def test_export_drop_and_restore_round_trip_through_dagster(
     assert etags == {k: s3_bucket.client.head_object(Bucket=s3_bucket.name, Key=k)["ETag"]
                      for k in s3_bucket.keys("archive/")}  # never overwritten
 
-    restored = restore(project, *DAY.values())
+    restored = restore(project, tags=DAY)
     assert restored.success, failure_text(restored)
     assert rows_of(sink, "plant") == original and rows_of(sink, "other") == other
     readings = [e for e in restored.get_asset_materialization_events()
                 if e.asset_key == dg.AssetKey(["plant", "readings"])]
     assert len(readings) == 24 and readings[0].partition == "2024-01-01-00:00"
 
-    once_more = restore(project, "2024-01-01-05:00")
+    once_more = restore(project, partition_key="2024-01-01-05:00")
     assert once_more.success and rows_of(sink, "plant") == original
     logs = "\n".join(repr(e) for r in (exported, again, restored) for e in r.all_events)
     assert SECRET_KEY not in logs + caplog.text
-
-
-def test_a_restore_with_a_wrong_source_or_window_says_which_field_to_fix(
-    tmp_path: Path, sink: TimescaleSink
-) -> None:
-    original = seed(sink, "plant", windows(2))
-    project = archive_project(tmp_path, sink, path=str(tmp_path / "archive"))
-    cases = {
-        ("plnt", "2024-01-01-00:00", ""): "config field 'source' is 'plnt', which is not a "
-        "source of this code location with an archive; set it to one of: plant",
-        ("plant", "2024-01-01", ""): "config field 'first' is '2024-01-01', which is not a "
-        "window of plant; write its partition key, like '2024-01-01-00:00'",
-        ("plant", "2024-01-01-00:00", "tomorrow"): "config field 'last' is 'tomorrow'",
-        ("plant", "2024-01-01-05:00", "2024-01-01-01:00"): "'first' must not come after 'last'",
-    }
-    for (source, first, last), message in cases.items():
-        result = restore(project, first, last, source=source)
-        assert not result.success and message in failure_text(result), failure_text(result)
-    assert rows_of(sink, "plant") == original  # nothing touched
 
 
 def test_a_killed_export_resumes_with_no_duplicate_and_no_missing_object(
@@ -218,7 +195,7 @@ def test_a_killed_export_resumes_with_no_duplicate_and_no_missing_object(
     assert s3_bucket.keys("archive/") == sorted(
         f"archive/plant/{w.key}.parquet" for w in windows(24))
     assert rows_of(sink, "plant") == []
-    assert restore(project, *DAY.values()).success and rows_of(sink, "plant") == original
+    assert restore(project, tags=DAY).success and rows_of(sink, "plant") == original
 
 
 def test_archive_failures_name_the_bucket_and_never_the_secret(

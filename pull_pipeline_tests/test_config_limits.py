@@ -81,7 +81,7 @@ def test_longest_source_names_build_every_definition(tmp_path: Path) -> None:
     repository = defs.get_repository_def()
     name = longest_name("p")
     jobs = {job.name for job in repository.get_all_jobs()}
-    assert {f"pull_{name}", f"replay_{name}", "restore_archive"} <= jobs
+    assert {f"pull_{name}", f"replay_{name}", f"restore_{name}"} <= jobs
     sensors = {sensor.name for sensor in repository.sensor_defs}
     assert {f"recover_{name}", f"freshness_{name}", f"archive_{name}"} <= sensors
     assert f"pull_{name}_schedule" in {schedule.name for schedule in repository.schedule_defs}

@@ -188,7 +188,5 @@ def test_replay_and_archive_definitions_exist_per_source(tmp_path: Path, archive
         assert defs.resolve_job_def(f"replay_{name}").asset_layer.selected_asset_keys == {
             dg.AssetKey([name, "readings"])}
         assert (dg.AssetKey([name, "archive"]) in defs.resolve_all_asset_keys()) is archive
-    # one restore job for the location; no export job (the sensor runs the asset)
-    jobs = {job.name for job in defs.resolve_all_job_defs()}
-    assert ("restore_archive" in jobs) is archive
-    assert not {job for job in jobs if job.startswith(("export_", "restore_plant"))}
+        jobs = {job.name for job in defs.resolve_all_job_defs()}
+        assert (f"restore_{name}" in jobs) is archive

@@ -36,7 +36,7 @@ from benchmarks.daemon import code_server as bench_code_server
 from pull_pipeline.config.loader import load_project
 from pull_pipeline.definitions import build_definitions
 from pull_pipeline.defs.naming import SourceNames
-from pull_pipeline.defs.run_scope import api_command_args, only, scoped_to_this_run, sources_of_run
+from pull_pipeline.defs.run_scope import api_command_args, only, scoped_to_this_run
 from pull_pipeline_tests.fleet_sources import fleet_config
 
 SOURCES = 12
@@ -146,28 +146,6 @@ def test_an_execute_run_worker_builds_the_sources_its_assets_name(location: Loca
             f"pull_pipeline: this run worker built 2 of {SOURCES} sources (fleet_0001, fleet_0005), "
             + "the ones its run needs"]
     assert (location.rows("fleet_0001"), location.rows("fleet_0005")) == (ROWS_PER_WINDOW,) * 2
-
-
-def test_a_restore_run_builds_the_source_its_config_names(location: Location) -> None:
-    """`restore_archive` is one job for every source: its run config says which."""
-    project = load_project(location.config)
-    config = {"ops": {"restore_windows": {"config": {"source": "fleet_0003", "first": WINDOW}}}}
-    with location.instance() as instance:
-        runs = {name: dg.DagsterRun(job_name="restore_archive", run_id=str(uuid.uuid4()),
-                                    run_config=run_config)
-                for name, run_config in (("named", config), ("unnamed", {}))}
-        for run in runs.values():
-            instance.add_run(run)
-
-        origin = (ReconstructableRepository.for_module("pull_pipeline.definitions", "defs")
-                  .get_reconstructable_job("restore_archive").get_python_origin())
-
-        def scope(name: str) -> set[str] | None:
-            return sources_of_run(ExecuteRunArgs(job_origin=origin, run_id=runs[name].run_id,
-                                                 instance_ref=instance.get_ref()), project)
-
-        assert scope("named") == {"fleet_0003"}
-        assert scope("unnamed") is None  # every source: the op's own error names the field
 
 
 def test_worker_args_are_read_from_argv_and_from_the_environment() -> None:

@@ -4,9 +4,7 @@ Per source with `archive:` configured, all partitioned like the source:
 - asset `<source>/archive`: exports the window, verified;
 - sensor `archive_<source>`: exports windows older than `export_after`, oldest first, one
   range run of the asset at a time (no job of its own: see `defs/jobs.py`);
-
-Once for the location: job `restore_archive`, which loads a source's archived windows back
-into the sink (the source and windows in its run config).
+- job `restore_<source>`: loads archived windows back into the sink.
 
 No `from __future__ import annotations` here: Dagster inspects the `context` annotation.
 """
@@ -20,7 +18,6 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
 )
-from pydantic import Field
 
 from pull_pipeline.archive import (
     ArchiveStore,
@@ -33,7 +30,7 @@ from pull_pipeline.config.loader import Project
 from pull_pipeline.config.models import ArchiveConfig
 from pull_pipeline.defs.context import SourceContext
 from pull_pipeline.defs.jobs import run_tags
-from pull_pipeline.defs.naming import MAINTENANCE_TAG, RESTORE_JOB, RESTORE_OP, SOURCE_TAG
+from pull_pipeline.defs.naming import MAINTENANCE_TAG, SOURCE_TAG
 from pull_pipeline.defs.partitions import complete_windows
 from pull_pipeline.defs.resources import S3Settings
 from pull_pipeline.defs.sensors import sensor_status
@@ -173,32 +170,16 @@ def build_export_sensor(ctx: SourceContext, config: ArchiveConfig) -> dg.SensorD
     return export
 
 
-class RestoreRange(dg.Config):
-    """Which archived windows `restore_archive` loads back (the Launchpad shows these)."""
+def build_restore_job(ctx: SourceContext) -> dg.JobDefinition:
+    name, names, partitions_def = ctx.name, ctx.names, ctx.partitions_def
 
-    source: str = Field(description="The source whose windows come back, as named in sources.yaml.")
-    first: str = Field(description="The first window: the source's partition key, as the "
-                       "Partitions tab shows it (e.g. 2024-01-01-00:00 for an hourly source).")
-    last: str = Field(default="", description="The last window, included; empty for the first alone.")
-
-
-def build_restore_job(sources: Sequence[SourceContext]) -> dg.JobDefinition:
-    """`restore_archive`: one job for every source, the source and windows in its config.
-
-    One job for the location, not one per source: each job costs the code location's load
-    about 4 ms of CPU (README, Performance), and a restore is a rare, hand-launched repair."""
-    by_name = {ctx.name: ctx for ctx in sources if ctx.archive is not None}
-
-    @dg.op(name=RESTORE_OP)
+    @dg.op(name=names.restore_op, tags={SOURCE_TAG: name})
     def restore(
-        context: dg.OpExecutionContext, config: RestoreRange,
-        sink: dg.ResourceParam[TimescaleSink], archive: ArchiveResource,
+        context: dg.OpExecutionContext, sink: dg.ResourceParam[TimescaleSink],
+        archive: ArchiveResource,
     ) -> None:
-        ctx = restore_source(by_name, config.source)
-        name, names = ctx.name, ctx.names
-        keys = restore_keys(ctx, config.first, config.last or config.first)
         windows, expired = within_retention(
-            context, name, windows_for(ctx.partitions_def, keys), sink.retention)
+            context, name, windows_for(partitions_def, context.partition_keys), sink.retention)
         store = archive.store()
 
         def restored(window: Window, rows: int) -> None:
@@ -211,16 +192,17 @@ def build_restore_job(sources: Sequence[SourceContext]) -> dg.JobDefinition:
             report = restore_windows(name, windows, sink, store, context.run.run_id,
                                      progress=context.log.info, on_restored=restored)
         context.add_output_metadata({
-            "source": name, "windows": report.windows, "restored": len(report.restored),
+            "windows": report.windows, "restored": len(report.restored),
             "already_present": len(report.already_present),
             "rows_restored": report.rows_restored, "windows_beyond_retention": len(expired)})
 
     @dg.job(
-        name=RESTORE_JOB,
+        name=names.restore_job,
+        partitions_def=partitions_def,
         executor_def=dg.in_process_executor,
-        tags={MAINTENANCE_TAG: "restore"},
-        description="Load archived windows of one source back into the sink (window replace); "
-        "never contacts the source. Config: ops.restore_windows.config.{source, first, last}.",
+        tags={SOURCE_TAG: name, MAINTENANCE_TAG: "restore"},
+        description=f"Load archived windows of {name} back into the sink (window replace); "
+        "never contacts the source.",
     )
     def restore_job() -> None:
         restore()
@@ -228,40 +210,11 @@ def build_restore_job(sources: Sequence[SourceContext]) -> dg.JobDefinition:
     return restore_job
 
 
-def restore_source(sources: Mapping[str, SourceContext], name: str) -> SourceContext:
-    """The restored source, or a failure that lists the ones that can be restored."""
-    if name not in sources:
-        raise dg.Failure(
-            f"{RESTORE_JOB}: config field 'source' is {name!r}, which is not a source of this "
-            f"code location with an archive; set it to one of: {', '.join(sorted(sources))}",
-            metadata={"source": name}, allow_retries=False)
-    return sources[name]
-
-
-def restore_keys(ctx: SourceContext, first: str, last: str) -> Sequence[str]:
-    """The source's windows from `first` to `last`, or a failure naming the field to fix."""
-    partitions_def = ctx.partitions_def
-    example = partitions_def.get_first_partition_key()
-    for field, key in (("first", first), ("last", last)):
-        try:
-            partitions_def.time_window_for_partition_key(key)
-        except Exception:  # noqa: BLE001 - Dagster raises several kinds for a bad key
-            raise dg.Failure(
-                f"{RESTORE_JOB}: config field {field!r} is {key!r}, which is not a window of "
-                f"{ctx.name}; write its partition key, like {example!r}",
-                metadata={"source": ctx.name}, allow_retries=False) from None
-    keys = partitions_def.get_partition_keys_in_range(dg.PartitionKeyRange(first, last))
-    if not keys:
-        raise dg.Failure(
-            f"{RESTORE_JOB}: no window of {ctx.name} from {first!r} to {last!r}; 'first' must "
-            "not come after 'last'", metadata={"source": ctx.name}, allow_retries=False)
-    return keys
-
-
 def build_archive(ctx: SourceContext, config: ArchiveConfig) -> dg.Definitions:
-    """What `archive:` adds to one source: its archive asset and export sensor."""
+    """What `archive:` adds to one source: its archive asset, export sensor and restore job."""
     return dg.Definitions(assets=[build_archive_asset(ctx, config)],
-                          sensors=[build_export_sensor(ctx, config)])
+                          sensors=[build_export_sensor(ctx, config)],
+                          jobs=[build_restore_job(ctx)])
 
 
 def build_archive_resource(project: Project) -> dict[str, ArchiveResource]:

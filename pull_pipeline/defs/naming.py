@@ -29,8 +29,6 @@ FAILURE_ALERT_SENSOR = "alert_on_run_failure"
 POOL_LIMITS_SENSOR = "apply_pool_limits"
 SINK_HEALTH_SENSOR = "sink_health"
 SINK_POLICIES_JOB = "sink_policies"  # launched by sink_health: runs the policy jobs now
-RESTORE_JOB = "restore_archive"  # with archive: loads a source's archived windows back
-RESTORE_OP = "restore_windows"
 
 
 @dataclass(frozen=True)
@@ -77,6 +75,13 @@ class SourceNames:
     def replay_job(self) -> str:
         return f"replay_{self.source}"
 
+    @property
+    def restore_job(self) -> str:
+        return f"restore_{self.source}"
+
+    @property
+    def restore_op(self) -> str:
+        return f"restore_{self.source}_windows"
 
     @property
     def pull_schedule(self) -> str:

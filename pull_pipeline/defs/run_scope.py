@@ -2,9 +2,9 @@
 
 Every run worker loads the code location again to execute its run: with every source built
 that is seconds of CPU at hundreds of sources, paid by every run (README, Performance). A
-run needs only its own source: its job is that source's (`pull_<source>`, `replay_`), its
-asset selection names the sources (the UI's Materialize button, backfills, archive
-exports), or its config does (`restore_archive`). So a run worker builds those sources and the location-wide definitions.
+run needs only its own source: its job is that source's (`pull_<source>`, `replay_`,
+`restore_`), or its asset selection names the sources (the UI's Materialize button,
+backfills, archive exports). So a run worker builds those sources and the location-wide definitions.
 
 Dagster does not tell a definitions function which run it is loading for. What it hands the
 worker says so, in one of two places, both read here and both exercised by
@@ -27,7 +27,6 @@ import multiprocessing
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Any
 
 import dagster as dg
 from dagster._core.definitions.definitions_load_context import (
@@ -44,7 +43,7 @@ from dagster._grpc.types import (
 from dagster._serdes import deserialize_value
 
 from pull_pipeline.config.loader import Project
-from pull_pipeline.defs.naming import RESTORE_JOB, RESTORE_OP, SourceNames, source_of
+from pull_pipeline.defs.naming import SourceNames, source_of
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +140,7 @@ def sources_of_run(args: WorkerArgs, project: Project) -> set[str] | None:
         keys = [*(run.asset_selection or ()), *(c.asset_key for c in run.asset_check_selection or ())]
         wanted = {source_of(key) for key in keys}
         if not wanted:
-            source = restore_source(run) if run.job_name == RESTORE_JOB else job_source(
-                run.job_name, names)
+            source = job_source(run.job_name, names)
             wanted = {source} if source else set()
         if not wanted or not wanted <= names:
             return None
@@ -159,15 +157,7 @@ def job_source(job: str, names: set[str]) -> str | None:
 
 def jobs_of(source: str) -> tuple[str, ...]:
     names = SourceNames(source)
-    return names.pull_job, names.replay_job
-
-
-def restore_source(run: dg.DagsterRun) -> str | None:
-    """The source a `restore_archive` run restores, as its run config names it."""
-    value: Any = run.run_config
-    for key in ("ops", RESTORE_OP, "config", "source"):
-        value = value.get(key) if isinstance(value, Mapping) else None
-    return value if isinstance(value, str) else None
+    return names.pull_job, names.replay_job, names.restore_job
 
 
 def only(project: Project, sources: set[str]) -> Project:
