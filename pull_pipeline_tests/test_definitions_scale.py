@@ -111,3 +111,22 @@ def test_built_once_per_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("PULL_PIPELINE_TEST_UNRELATED", "1")  # the environment is an input
     load()
     assert builds == [2, 2, 2]
+
+
+def test_function_signatures_are_worked_out_once(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dagster inspects each asset, check and op function about 17 times while building it;
+    they carry their signature (defs/signatures.py), so the slow path runs about once."""
+    import inspect
+
+    calls = {"n": 0}
+    real = inspect._signature_from_function  # type: ignore[attr-defined]
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        return real(*args, **kwargs)
+
+    project = load_project(write_fleet_config(SMALL, tmp_path))
+    monkeypatch.setattr(inspect, "_signature_from_function", counting)
+    build_definitions(project)
+    assert calls["n"] / SMALL <= 40  # about 104 a source when every call worked it out again

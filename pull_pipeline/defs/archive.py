@@ -34,6 +34,7 @@ from pull_pipeline.defs.naming import MAINTENANCE_TAG, SOURCE_TAG
 from pull_pipeline.defs.partitions import complete_windows
 from pull_pipeline.defs.resources import S3Settings
 from pull_pipeline.defs.sensors import sensor_status
+from pull_pipeline.defs.signatures import signed
 from pull_pipeline.defs.steps import failures_named, windows_for, within_retention
 from pull_pipeline.sink.timescale import TimescaleSink
 from pull_pipeline.storage import is_s3_url
@@ -81,6 +82,7 @@ def build_archive_asset(ctx: SourceContext, config: ArchiveConfig) -> dg.AssetsD
         "verified (row count + checksum); dropped from the sink afterwards when "
         "archive.drop_after_export is set.",
     )
+    @signed
     def archive(
         context: dg.AssetExecutionContext, sink: dg.ResourceParam[TimescaleSink],
         archive: ArchiveResource,
@@ -174,6 +176,7 @@ def build_restore_job(ctx: SourceContext) -> dg.JobDefinition:
     name, names, partitions_def = ctx.name, ctx.names, ctx.partitions_def
 
     @dg.op(name=names.restore_op, tags={SOURCE_TAG: name})
+    @signed
     def restore(
         context: dg.OpExecutionContext, sink: dg.ResourceParam[TimescaleSink],
         archive: ArchiveResource,

@@ -23,6 +23,7 @@ from pull_pipeline.defs.naming import (
 )
 from pull_pipeline.defs.partitions import backfill_policy
 from pull_pipeline.defs.resources import LandingResource
+from pull_pipeline.defs.signatures import signed
 from pull_pipeline.defs.steps import (
     failures_named,
     tag_run_with_source,
@@ -69,6 +70,7 @@ def build_source_assets(ctx: SourceContext) -> list[dg.AssetsDefinition]:
         ],
         **common,
     )
+    @signed
     def raw(
         context: dg.AssetExecutionContext, landing: LandingResource,
         sink: dg.ResourceParam[TimescaleSink],
@@ -121,6 +123,7 @@ def build_source_assets(ctx: SourceContext) -> list[dg.AssetsDefinition]:
         ],
         **common,
     )
+    @signed
     def readings(
         context: dg.AssetExecutionContext, sink: dg.ResourceParam[TimescaleSink],
         landing: LandingResource,

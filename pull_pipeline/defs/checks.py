@@ -20,6 +20,7 @@ from pull_pipeline.defs.naming import (
     VALID_ROWS_CHECK,
 )
 from pull_pipeline.defs.partitions import newest_windows
+from pull_pipeline.defs.signatures import signed
 from pull_pipeline.defs.steps import windows_for
 from pull_pipeline.freshness import State, Verdict, judge
 from pull_pipeline.pipeline import LoadStats, RejectRatioExceeded
@@ -50,6 +51,7 @@ def build_gap_check(ctx: SourceContext) -> dg.AssetChecksDefinition | None:
         description=f"Every sensor has a reading at least every {interval} in the window "
         f"(missing stretches listed per sensor); {severity.value} when it fails.",
     )
+    @signed
     def gaps(
         context: dg.AssetCheckExecutionContext, sink: dg.ResourceParam[TimescaleSink]
     ) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
@@ -239,6 +241,7 @@ def build_freshness_check(ctx: SourceContext) -> dg.AssetChecksDefinition | None
         description=f"The newest window that is due has landed: {warn}ERROR after "
         f"{config.fail_after} past its end. A backfill of an older window does not count.",
     )
+    @signed
     def freshness(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
         verdict = freshness_verdict(context.instance, ctx, config, ctx.clock())
         passed, severity, metadata = freshness_result(verdict)
