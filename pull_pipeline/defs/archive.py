@@ -29,10 +29,11 @@ from pull_pipeline.archive import (
 from pull_pipeline.config.loader import Project
 from pull_pipeline.config.models import ArchiveConfig
 from pull_pipeline.defs.context import SourceContext
+from pull_pipeline.defs.executor import IN_PROCESS
 from pull_pipeline.defs.jobs import run_tags
 from pull_pipeline.defs.naming import MAINTENANCE_TAG, SOURCE_TAG
 from pull_pipeline.defs.partitions import complete_windows
-from pull_pipeline.defs.resources import S3Settings
+from pull_pipeline.defs.resources import S3Settings, fixed
 from pull_pipeline.defs.sensors import sensor_status
 from pull_pipeline.defs.signatures import signed
 from pull_pipeline.defs.steps import failures_named, windows_for, within_retention
@@ -202,7 +203,7 @@ def build_restore_job(ctx: SourceContext) -> dg.JobDefinition:
     @dg.job(
         name=names.restore_job,
         partitions_def=partitions_def,
-        executor_def=dg.in_process_executor,
+        executor_def=IN_PROCESS,
         tags={SOURCE_TAG: name, MAINTENANCE_TAG: "restore"},
         description=f"Load archived windows of {name} back into the sink (window replace); "
         "never contacts the source.",
@@ -220,9 +221,10 @@ def build_archive(ctx: SourceContext, config: ArchiveConfig) -> dg.Definitions:
                           jobs=[build_restore_job(ctx)])
 
 
-def build_archive_resource(project: Project) -> dict[str, ArchiveResource]:
-    """The `archive` resource, when `archive:` is configured."""
+def build_archive_resource(project: Project) -> dict[str, dg.ResourceDefinition]:
+    """The `archive` resource, when `archive:` is configured (no run config: see `fixed`)."""
     config = project.config.archive
     if config is None:
         return {}
-    return {"archive": ArchiveResource.from_config(config, project.resolve_path(config.path))}
+    archive = ArchiveResource.from_config(config, project.resolve_path(config.path))
+    return {"archive": fixed(archive, lambda: archive, "The archive (sources.yaml `archive:`).")}

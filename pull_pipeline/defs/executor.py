@@ -25,6 +25,13 @@ CELERY_SETTINGS: dict[str, object] = {
     "worker_prefetch_multiplier": 1,
 }
 
+# The executor and the console logger are configured once, here, so their config is not part
+# of every job's run-config schema: with three jobs a source, each job's schema and snapshot
+# is a large share of loading and serving the code location (README, Performance). Their
+# defaults are kept (retries on; DEBUG to the console, as Dagster's own default logger).
+IN_PROCESS = dg.in_process_executor.configured({}, name="in_process")
+CONSOLE_LOGGER = dg.colored_console_logger.configured({"log_level": "DEBUG", "name": "dagster"})
+
 
 def build_executor() -> dg.ExecutorDefinition:
     """The executor `PULL_PIPELINE_EXECUTOR` names: `in_process` (default) or `celery`.
@@ -35,7 +42,7 @@ def build_executor() -> dg.ExecutorDefinition:
     """
     choice = os.environ.get(EXECUTOR_ENV, "in_process").strip() or "in_process"
     if choice == "in_process":
-        return dg.in_process_executor
+        return IN_PROCESS
     if choice == "celery":
         from dagster_celery import celery_executor  # the `distributed` extra
 

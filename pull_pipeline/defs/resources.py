@@ -1,14 +1,22 @@
-"""Resources shared by every source: the sink and the landing store, as Dagster config.
+"""Resources shared by every source: the sink and the landing store, from sources.yaml.
 
 Each is a thin `ConfigurableResource` that builds a plain object (`TimescaleSink`,
-`LandingStore`) which knows nothing about Dagster. Config values keep their `${NAME}`
-placeholders unresolved, so no secret is ever part of Dagster's resource config: they are
-resolved when a connection or client is made. Durations are seconds here (Dagster config
-has no duration type) and timedeltas again in the objects built.
+`LandingStore`) which knows nothing about Dagster. Values keep their `${NAME}` placeholders
+unresolved, so no secret is ever part of what Dagster stores or shows: they are resolved
+when a connection or client is made. Durations are seconds here and timedeltas again in the
+objects built.
+
+They are handed to Dagster as resources without run config (`fixed`), their settings shown
+as the resource's description: a resource's config schema is repeated in every job's
+run-config schema and snapshot, and with three jobs a source that was a third of each job's
+snapshot, paid when the code location loads and each time it is served (README,
+Performance). The settings come from sources.yaml, never from a run's config.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,6 +25,7 @@ import dagster as dg
 from pull_pipeline.config.loader import Project
 from pull_pipeline.config.models import S3Config, SinkConfig
 from pull_pipeline.landing import LandingStore
+from pull_pipeline.redaction import redact
 from pull_pipeline.sink.timescale import TimescaleSink
 
 
@@ -102,13 +111,24 @@ class LandingResource(dg.ConfigurableResource):
         return LandingStore.open(self.path, self.s3.to_config() if self.s3 else None)
 
 
-def build_resources(project: Project) -> dict[str, dg.ConfigurableResource]:
+def build_resources(project: Project) -> dict[str, dg.ResourceDefinition]:
     config = project.config
+    sink = SinkResource.from_config(config.sink, project.state_dir)
+    landing = LandingResource(path=project.resolve_path(config.landing.path),
+                              s3=S3Settings.from_config(config.landing.s3))
     return {
-        "sink": SinkResource.from_config(config.sink, project.state_dir),
-        "landing": LandingResource(path=project.resolve_path(config.landing.path),
-                                   s3=S3Settings.from_config(config.landing.s3)),
+        "sink": fixed(sink, sink.sink, "The sink (sources.yaml `sink:`)."),
+        "landing": fixed(landing, lambda: landing, "The landing store (sources.yaml `landing:`)."),
     }
+
+
+def fixed(settings: dg.ConfigurableResource, make: Callable[[], object], what: str
+          ) -> dg.ResourceDefinition:
+    """A resource with no run config that gives each run `make()`; the UI shows `settings`
+    (placeholders unresolved, anything secret-looking masked) as its description."""
+    shown = json.dumps(settings.model_dump(exclude_none=True), default=str)
+    return dg.ResourceDefinition(resource_fn=lambda _: make(),
+                                 description=f"{what} Settings: {redact(shown)}")
 
 
 def _seconds(value: timedelta | None) -> float | None:
