@@ -60,8 +60,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 @contextmanager
-def code_server(env: dict[str, str], log: Path) -> Iterator[int]:
-    """`dagster code-server start` on a free port, once it has loaded the location."""
+def code_server(env: dict[str, str], log: Path, with_pid: bool = False) -> Iterator[Any]:
+    """`dagster code-server start` on a free port, once it has loaded the location: its port
+    (and its process id, `with_pid`)."""
     from dagster._core.errors import DagsterUserCodeUnreachableError
     from dagster._grpc.client import DagsterGrpcClient
 
@@ -85,7 +86,7 @@ def code_server(env: dict[str, str], log: Path) -> Iterator[int]:
                         raise RuntimeError(f"the code server did not load, see {log}") from None
                     time.sleep(1)
             say(f"code server loaded on port {port}")
-            yield port
+            yield (port, server.pid) if with_pid else port
         finally:
             stop(server)
 

@@ -7,6 +7,8 @@ written, and three things are measured, each in a fresh process killed after `--
 - code-location load: `dagster definitions validate -m pull_pipeline.definitions` (what the
   webserver, the daemon's code server and every run worker pay): wall time, CPU time
   (user + system, steadier than wall time on a shared machine), peak RSS, warnings printed;
+- the code server: `dagster code-server start`'s CPU once it answers, and what serving the
+  location to one client (as the webserver and the daemon fetch it) adds (`benchmarks.served`);
 - ticks: every sensor and schedule evaluated once (`benchmarks.ticks`): total and slowest;
 - a run worker: one run of `pull_fleet_0000` on a window with no rows, in a fresh
   `dagster api execute_run` process (`benchmarks.worker`): its CPU time is start-up, which
@@ -59,6 +61,7 @@ from benchmarks.run import (
     tail,
     verify,
 )
+from benchmarks.served import served
 from benchmarks.server import PagesServer
 from benchmarks.ticks import summarize_ticks
 from benchmarks.workload import Workload
@@ -161,6 +164,7 @@ class Fleet:
                                     self.workdir, sources)
         env = {**self.env, "PULL_PIPELINE_CONFIG": str(config)}
         figures: dict[str, Any] = {"load": self.load(count, env)}
+        figures["served"] = self.served(count, env)
         figures["ticks"] = self.ticks(count, env)
         figures["worker"] = self.worker(count, env)
         if not self.args.skip_backfill:
@@ -184,6 +188,18 @@ class Fleet:
         say(f"{count} sources: load {run.seconds:.1f} s wall, {run.cpu_seconds:.1f} s CPU, "
             f"{run.peak_rss_mb:.0f} MB, {result['warnings']} warnings ({result['status']})")
         return result
+
+    def served(self, count: int, env: dict[str, str]) -> dict[str, Any]:
+        """A code server's CPU for loading the location and for serving it once."""
+        try:
+            result = served({**os.environ, **env}, self.workdir / f"served-{count}.log")
+        except Exception as exc:  # noqa: BLE001 - reported as a failure, the rest still runs
+            self.failures.append(f"{count} sources: code server: {exc}")
+            return {"status": "failed"}
+        say(f"{count} sources: code server loaded in {result['load_cpu_seconds']:.1f} s CPU, "
+            f"served {result['jobs']} jobs in {result['serve_cpu_seconds']:.1f} s CPU "
+            f"({result['serve_seconds']:.1f} s wall)")
+        return {**result, "status": "ok"}
 
     def ticks(self, count: int, env: dict[str, str]) -> dict[str, Any]:
         """Every sensor and schedule once, in a fresh process (`benchmarks.ticks`)."""
@@ -297,10 +313,11 @@ def warnings_in(log: Path) -> list[str]:
 
 def render(report: dict[str, Any]) -> str:
     """One row per fleet size; the backfill's columns when it ran."""
-    head = ("| sources | load CPU s | load wall s | load RSS MB | run warnings | sensors | "
-            "ticks total s | slowest tick s | schedules s | run worker CPU s (vs first) | "
-            "single window rows/s | ranged rows/s | ranged vs single |")
-    lines = [head, "|" + "---:|" * 13]
+    head = ("| sources | load CPU s | load wall s | load RSS MB | code server load + serve "
+            "CPU s | run warnings | sensors | ticks total s | slowest tick s | schedules s | "
+            "run worker CPU s (vs first) | single window rows/s | ranged rows/s | "
+            "ranged vs single |")
+    lines = [head, "|" + "---:|" * 14]
     sizes: list[dict[str, Any]] = list(report["sizes"].values())
     first_worker = sizes[0].get("worker", {}).get("cpu_seconds") if sizes else None
     for count, figures in report["sizes"].items():
@@ -308,7 +325,7 @@ def render(report: dict[str, Any]) -> str:
         sensors, schedules = ticks["sensors"], ticks["schedules"]
         backfill = figures.get("backfill", {})
         cells = [str(count), f"{load['cpu_seconds']:.1f}", f"{load['seconds']:.1f}",
-                 f"{load['peak_rss_mb']:.0f}",
+                 f"{load['peak_rss_mb']:.0f}", _served(figures.get("served")),
                  str(backfill["single"]["warnings"]) if "single" in backfill else "—",
                  f"{sensors['evaluated']}/{sensors['count']}", f"{sensors['total_seconds']:.1f}",
                  f"{sensors['max_seconds']:.2f} ({sensors['slowest']})",
@@ -324,6 +341,12 @@ def render(report: dict[str, Any]) -> str:
                  f"{report['history_days']} days; {machine_['cpu']} x{machine_['cores']}, "
                  f"{machine_['postgres']}")
     return "\n".join(lines)
+
+
+def _served(item: dict[str, Any] | None) -> str:
+    if not item or item.get("status") != "ok":
+        return "—"
+    return f"{item['load_cpu_seconds']:.1f} + {item['serve_cpu_seconds']:.1f}"
 
 
 def _rate(item: dict[str, float] | None) -> str:

@@ -122,6 +122,10 @@ def test_fleet_mode_small_run(tmp_path: Path) -> None:
     assert ticks["sensors"]["evaluated"] == ticks["sensors"]["count"] >= 6
     assert ticks["schedules"]["evaluated"] == ticks["schedules"]["count"] >= 2
     assert ticks["errors"] == 0 and ticks["unfinished"] is None
+    # A real code server loaded the location and served every job of it to a client.
+    served = figures["served"]
+    assert served["status"] == "ok" and served["load_cpu_seconds"] > 0
+    assert served["serve_cpu_seconds"] > 0 and served["jobs"] >= 2 * 3  # pull, replay, restore
     # One run's worker, in its own process: it ran (exit 0 only if the run succeeded).
     assert figures["worker"]["status"] == "ok" and figures["worker"]["cpu_seconds"] > 0
     for path in ("single", "ranged"):
