@@ -24,6 +24,7 @@ _SENSITIVE_KEYS = re.compile(
     re.IGNORECASE,
 )
 _URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]+)@")
+_PLACEHOLDER_ONLY = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}")
 _QUERY_SECRET = re.compile(
     r"(?P<key>[?&;](?:api[_-]?key|apikey|key|token|access_token|password|secret|sig|signature)=)"
     r"(?P<value>[^&#\s'\"]+)",
@@ -63,6 +64,25 @@ def register_if_sensitive(key: str, value: str) -> None:
     """Register `value` as a secret when `key` names a credential (see `is_sensitive_key`)."""
     if is_sensitive_key(key):
         register_secret(value)
+
+
+def shown_settings(settings: object) -> object:
+    """`settings` (mappings, lists, values) fit to show: a value under a credential key is
+    masked unless it is only a `${NAME}` placeholder, and registered as a secret."""
+    if isinstance(settings, dict):
+        return {key: _shown_value(str(key), value) for key, value in settings.items()}
+    if isinstance(settings, list):
+        return [shown_settings(value) for value in settings]
+    return settings
+
+
+def _shown_value(key: str, value: object) -> object:
+    if not (is_sensitive_key(key) and isinstance(value, str)):
+        return shown_settings(value)
+    if _PLACEHOLDER_ONLY.fullmatch(value):
+        return value
+    register_secret(value)
+    return MASK
 
 
 def redact(text: object) -> str:

@@ -254,3 +254,37 @@ def test_echoed_secrets_reach_no_log_event_or_file(
                         b64(BASIC_PAIR, urlsafe=True)])
     leaks = {(place, form) for place, text in places.items() for form in forms if form in text}
     assert not leaks
+
+
+# --- what the code location shows ----------------------------------------------------------
+
+
+def test_the_code_location_snapshot_shows_no_credential_written_in_the_file(
+    tmp_path: Path,
+) -> None:
+    """Resources show their settings as descriptions (defs/resources.py): a password or key
+    written literally in sources.yaml is masked there, in every form, and placeholders stay."""
+    from dagster._core.remote_representation.external_data import RepositorySnap
+    from dagster._serdes import serialize_value
+
+    from pull_pipeline.definitions import build_definitions
+    from pull_pipeline_tests.helpers import make_project
+
+    password, key = "Lq7" + SECRET, "Wd2/kS+9zK" + SECRET
+    s3 = {"endpoint_url": "http://127.0.0.1:9", "aws_access_key_id": "${PP_TEST_KEY_ID}",
+          "aws_secret_access_key": key}
+    project = make_project(tmp_path, {
+        "sink": {"dsn": f"postgresql://writer:{quote(password, safe='')}@127.0.0.1:5432/db"},
+        "landing": {"path": "s3://bucket/landing", "s3": s3},
+        "archive": {"path": "s3://bucket/archive", "s3": s3},
+        "sources": {"plant": {"kind": "files", "path": str(tmp_path),
+                              "partitions": {"start": "2024-01-01"}}}})
+    repository = build_definitions(project).get_repository_def()
+    shown = serialize_value(RepositorySnap.from_def(repository))
+    descriptions = [resource.description or "" for resource
+                    in repository.get_top_level_resources().values()]
+    assert any("${PP_TEST_KEY_ID}" in text for text in descriptions)  # the settings are shown
+    assert any(f'"dsn": "{MASK}"' in text for text in descriptions)
+    assert any(f'"aws_secret_access_key": "{MASK}"' in text for text in descriptions)
+    leaked = {piece for piece in fragments([password, key], size=6) if piece in shown}
+    assert not leaked, leaked

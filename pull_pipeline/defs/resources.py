@@ -25,7 +25,7 @@ import dagster as dg
 from pull_pipeline.config.loader import Project
 from pull_pipeline.config.models import S3Config, SinkConfig
 from pull_pipeline.landing import LandingStore
-from pull_pipeline.redaction import redact
+from pull_pipeline.redaction import redact, shown_settings
 from pull_pipeline.sink.timescale import TimescaleSink
 
 
@@ -125,8 +125,8 @@ def build_resources(project: Project) -> dict[str, dg.ResourceDefinition]:
 def fixed(settings: dg.ConfigurableResource, make: Callable[[], object], what: str
           ) -> dg.ResourceDefinition:
     """A resource with no run config that gives each run `make()`; the UI shows `settings`
-    (placeholders unresolved, anything secret-looking masked) as its description."""
-    shown = json.dumps(settings.model_dump(exclude_none=True), default=str)
+    as its description: placeholders as written, a credential written literally masked."""
+    shown = json.dumps(shown_settings(settings.model_dump(exclude_none=True)), default=str)
     return dg.ResourceDefinition(resource_fn=lambda _: make(),
                                  description=f"{what} Settings: {redact(shown)}")
 
