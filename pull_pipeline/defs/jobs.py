@@ -7,9 +7,10 @@ Per source, partitioned like the source:
   so the source is never contacted.
 
 Every asset job is created here, so what a source costs in jobs is visible in one place:
-each job costs the code location its run-config schema and snapshot, about 4 ms of CPU per
-job with hundreds of sources (README, Performance). So `<source>/archive` has no job of its
-own: its sensor requests runs of the asset, as the UI's Materialize button does.
+each job costs its run-config schema and snapshot, several ms of CPU in every load of the
+code location and again every time it is served (README, Performance). So `<source>/archive`
+has no job of its own: its sensor requests runs of the asset, as the UI's Materialize
+button does. (`restore_<source>`, an op job, is in `defs/archive.py`.)
 Each is a `SourceAssetJob`: it resolves on its source's assets only (see `job_scope`).
 """
 
