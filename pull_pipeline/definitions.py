@@ -13,7 +13,7 @@ from pull_pipeline.defs.archive import build_archive_resource
 from pull_pipeline.defs.broken import build_broken_source
 from pull_pipeline.defs.context import Clock, SourceContext, utc_now
 from pull_pipeline.defs.dagster_warnings import silence_known_warnings
-from pull_pipeline.defs.executor import CONSOLE_LOGGER, build_executor
+from pull_pipeline.defs.executor import build_executor
 from pull_pipeline.defs.long_lived import once_per_load
 from pull_pipeline.defs.resources import build_resources
 from pull_pipeline.defs.run_scope import scoped_to_this_run
@@ -40,7 +40,6 @@ def build_definitions(project: Project, clock: Clock = utc_now) -> dg.Definition
         # In process by default (a source's raw -> readings chain is sequential: one process
         # per run, not per step); PULL_PIPELINE_EXECUTOR=celery sends steps to Celery workers.
         executor=build_executor(),
-        loggers={"console": CONSOLE_LOGGER},
     )
     return dg.Definitions.merge(
         shared, *(defs for _, defs in built),

@@ -25,12 +25,12 @@ CELERY_SETTINGS: dict[str, object] = {
     "worker_prefetch_multiplier": 1,
 }
 
-# The executor and the console logger are configured once, here, so their config is not part
-# of every job's run-config schema: with three jobs a source, each job's schema and snapshot
-# is a large share of loading and serving the code location (README, Performance). Their
-# defaults are kept (retries on; DEBUG to the console, as Dagster's own default logger).
+# The in-process executor is configured once, here, so its config is not part of every
+# job's run-config schema: with three jobs a source, each job's schema and snapshot is a
+# large share of loading and serving the code location (README, Performance). Its defaults
+# are kept (retries on). The console logger is left to Dagster, which takes its level from
+# the instance (`python_logs` in dagster.yaml).
 IN_PROCESS = dg.in_process_executor.configured({}, name="in_process")
-CONSOLE_LOGGER = dg.colored_console_logger.configured({"log_level": "DEBUG", "name": "dagster"})
 
 
 def build_executor() -> dg.ExecutorDefinition:
