@@ -10,6 +10,8 @@ slowest tick. The first minutes are left out of that: the first round of recover
 runs for every source's missing windows, which takes the daemon minutes at 500 sources. The
 runs the sensors request stay queued (`max_concurrent_runs: 0`), so the figures are the
 ticks' alone on this machine; a fleet's runs are measured by `benchmarks.fleet`.
+`--storage postgres` puts the instance on dagster-postgres (a scratch database on the
+`--sink-dsn` server), as deploy/dagster.yaml does for a fleet, instead of SQLite.
 Exits 1 when a per-minute sensor went more than two minutes without a tick in that span.
 """
 
@@ -52,6 +54,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="standalone: a long-lived `dagster code-server start` that the "
                         "daemon connects to (the README's fleet set-up); daemon: the daemon "
                         "starts its own, as `dagster dev` and workspace.yaml's default do")
+    parser.add_argument("--storage", choices=("sqlite", "postgres"), default="sqlite",
+                        help="the instance's storage: the shipped dagster.yaml's SQLite, or "
+                        "dagster-postgres in a scratch database on --sink-dsn's server, as "
+                        "deploy/dagster.yaml has it for a fleet")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--sink-dsn", default=DEFAULT_DSN)
     parser.add_argument("--database", default="pp_bench_daemon")
@@ -134,6 +140,10 @@ def main(argv: list[str] | None = None) -> int:
         prepare_instance(home)
         settings = yaml.safe_load((home / "dagster.yaml").read_text())
         settings["concurrency"]["runs"]["max_concurrent_runs"] = 0  # ticks only: runs stay queued
+        if args.storage == "postgres":
+            instance_dsn = stack.enter_context(
+                scratch_database(args.sink_dsn, f"{args.database}_instance", False))
+            settings["storage"] = postgres_storage(instance_dsn)
         (home / "dagster.yaml").write_text(yaml.safe_dump(settings))
         env = {**os.environ, "DAGSTER_HOME": str(home), "PULL_PIPELINE_CONFIG": str(config),
                "PULL_PIPELINE_HOME": str(workdir / "state"), "BENCH_API_KEY": API_KEY}
@@ -149,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         workspace.write_text(yaml.safe_dump({"load_from": [entry]}))
         log = workdir / "daemon.log"
         say(f"{args.sources} sources: dagster-daemon for {args.minutes:g} minutes, code server "
-            f"{args.code_server}, log {log}")
+            f"{args.code_server}, {args.storage} instance storage, log {log}")
         started = time.time()
         with log.open("wb") as out:
             daemon = subprocess.Popen(
@@ -162,11 +172,25 @@ def main(argv: list[str] | None = None) -> int:
         report = summarize(home, instigators(config), started, args)
         report["code_server_restarts"] = log.read_text(errors="replace").count(
             "No heartbeat received")
+        report["storage"] = args.storage
     text = render(report)
     print(text)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     return 1 if report["failures"] else 0
+
+
+def postgres_storage(dsn: str) -> dict[str, Any]:
+    """dagster-postgres settings for `dsn`, with the driver deploy/dagster.yaml names."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    parts = conninfo_to_dict(dsn)
+    database = {"hostname": parts.get("host", "127.0.0.1"), "port": int(str(parts.get("port", 5432))),
+                "db_name": parts["dbname"], "username": parts.get("user", "postgres"),
+                "scheme": "postgresql+psycopg2"}
+    if parts.get("password"):
+        database["password"] = parts["password"]
+    return {"postgres": {"postgres_db": database}}
 
 
 def summarize(home: Path, declared: dict[str, int | None], started: float,
