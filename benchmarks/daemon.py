@@ -66,9 +66,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 @contextmanager
-def code_server(env: dict[str, str], log: Path, with_pid: bool = False) -> Iterator[Any]:
+def code_server(env: dict[str, str], log: Path) -> Iterator[tuple[int, int]]:
     """`dagster code-server start` on a free port, once it has loaded the location: its port
-    (and its process id, `with_pid`)."""
+    and its process id."""
     from dagster._core.errors import DagsterUserCodeUnreachableError
     from dagster._grpc.client import DagsterGrpcClient
 
@@ -92,7 +92,7 @@ def code_server(env: dict[str, str], log: Path, with_pid: bool = False) -> Itera
                         raise RuntimeError(f"the code server did not load, see {log}") from None
                     time.sleep(1)
             say(f"code server loaded on port {port}")
-            yield (port, server.pid) if with_pid else port
+            yield port, server.pid
         finally:
             stop(server)
 
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         env = {**os.environ, "DAGSTER_HOME": str(home), "PULL_PIPELINE_CONFIG": str(config),
                "PULL_PIPELINE_HOME": str(workdir / "state"), "BENCH_API_KEY": API_KEY}
         if args.code_server == "standalone":
-            port = stack.enter_context(code_server(env, workdir / "code_server.log"))
+            port, _ = stack.enter_context(code_server(env, workdir / "code_server.log"))
             entry: dict[str, Any] = {"grpc_server": {"host": "127.0.0.1", "port": port,
                                                      "location_name": "pull_pipeline"}}
         else:

@@ -38,7 +38,7 @@ def served(env: dict[str, str], log: Path) -> dict[str, Any]:
     from dagster._core.remote_origin import GrpcServerCodeLocationOrigin
 
     started = time.perf_counter()
-    with code_server(env, log, with_pid=True) as (port, pid):
+    with code_server(env, log) as (port, pid):
         loaded_cpu, loaded_wall = tree_cpu_seconds(pid), time.perf_counter() - started
         fetch_started = time.perf_counter()
         origin = GrpcServerCodeLocationOrigin(host="127.0.0.1", port=port,

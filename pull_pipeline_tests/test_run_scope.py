@@ -83,7 +83,7 @@ def location(tmp_path: Path, pg_dsn: str, table_name: str) -> Location:
 @pytest.fixture
 def code_server(location: Location, tmp_path: Path) -> Iterator[int]:
     """A long-lived `dagster code-server start`, as deploy/workspace.yaml has it run."""
-    with bench_code_server(location.env, tmp_path / "code_server.log") as port:
+    with bench_code_server(location.env, tmp_path / "code_server.log") as (port, _):
         yield port
 
 
