@@ -10,8 +10,10 @@ slowest tick. The first minutes are left out of that: the first round of recover
 runs for every source's missing windows, which takes the daemon minutes at 500 sources. The
 runs the sensors request stay queued (`max_concurrent_runs: 0`), so the figures are the
 ticks' alone on this machine; a fleet's runs are measured by `benchmarks.fleet`.
-`--storage postgres` puts the instance on dagster-postgres (a scratch database on the
-`--sink-dsn` server), as deploy/dagster.yaml does for a fleet, instead of SQLite.
+`--storage postgres` puts the instance in a scratch database on the `--sink-dsn` server with
+deploy/dagster.yaml's storage block (dagster-postgres, pooled by
+`pull_pipeline.defs.instance_storage`) instead of SQLite; `--storage dagster-postgres` with
+plain dagster-postgres, to compare.
 Exits 1 when a per-minute sensor went more than two minutes without a tick in that span.
 """
 
@@ -54,10 +56,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="standalone: a long-lived `dagster code-server start` that the "
                         "daemon connects to (the README's fleet set-up); daemon: the daemon "
                         "starts its own, as `dagster dev` and workspace.yaml's default do")
-    parser.add_argument("--storage", choices=("sqlite", "postgres"), default="sqlite",
-                        help="the instance's storage: the shipped dagster.yaml's SQLite, or "
-                        "dagster-postgres in a scratch database on --sink-dsn's server, as "
-                        "deploy/dagster.yaml has it for a fleet")
+    parser.add_argument("--storage", choices=("sqlite", *POSTGRES_STORAGES), default="sqlite",
+                        help="the instance's storage: the shipped dagster.yaml's SQLite; "
+                        "postgres: deploy/dagster.yaml's block (dagster-postgres, pooled) in a "
+                        "scratch database on --sink-dsn's server; dagster-postgres: the same "
+                        "database without the pool")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--sink-dsn", default=DEFAULT_DSN)
     parser.add_argument("--database", default="pp_bench_daemon")
@@ -140,10 +143,11 @@ def main(argv: list[str] | None = None) -> int:
         prepare_instance(home)
         settings = yaml.safe_load((home / "dagster.yaml").read_text())
         settings["concurrency"]["runs"]["max_concurrent_runs"] = 0  # ticks only: runs stay queued
-        if args.storage == "postgres":
+        if args.storage in POSTGRES_STORAGES:
             instance_dsn = stack.enter_context(
                 scratch_database(args.sink_dsn, f"{args.database}_instance", False))
-            settings["storage"] = postgres_storage(instance_dsn)
+            settings["storage"] = postgres_storage(pooled=args.storage == "postgres")
+            os.environ.update(postgres_env(instance_dsn))  # the daemon's and summarize's
         (home / "dagster.yaml").write_text(yaml.safe_dump(settings))
         env = {**os.environ, "DAGSTER_HOME": str(home), "PULL_PIPELINE_CONFIG": str(config),
                "PULL_PIPELINE_HOME": str(workdir / "state"), "BENCH_API_KEY": API_KEY}
@@ -180,17 +184,28 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if report["failures"] else 0
 
 
-def postgres_storage(dsn: str) -> dict[str, Any]:
-    """dagster-postgres settings for `dsn`, with the driver deploy/dagster.yaml names."""
+POSTGRES_STORAGES = ("postgres", "dagster-postgres")
+
+
+def postgres_storage(pooled: bool) -> dict[str, Any]:
+    """deploy/dagster.yaml's storage block; without the pool, plain dagster-postgres with the
+    same database settings."""
+    block: dict[str, Any] = yaml.safe_load(
+        (PROJECT_ROOT / "deploy" / "dagster.yaml").read_text())["storage"]
+    if pooled:
+        return block
+    return {"postgres": {"postgres_db": block["custom"]["config"]["postgres_db"]}}
+
+
+def postgres_env(dsn: str) -> dict[str, str]:
+    """The DAGSTER_PG_* variables deploy/dagster.yaml reads, for the database `dsn` names."""
     from psycopg.conninfo import conninfo_to_dict
 
     parts = conninfo_to_dict(dsn)
-    database = {"hostname": parts.get("host", "127.0.0.1"), "port": int(str(parts.get("port", 5432))),
-                "db_name": parts["dbname"], "username": parts.get("user", "postgres"),
-                "scheme": "postgresql+psycopg2"}
-    if parts.get("password"):
-        database["password"] = parts["password"]
-    return {"postgres": {"postgres_db": database}}
+    return {"DAGSTER_PG_HOST": str(parts.get("host", "127.0.0.1")),
+            "DAGSTER_PG_PORT": str(parts.get("port", 5432)), "DAGSTER_PG_DB": str(parts["dbname"]),
+            "DAGSTER_PG_USER": str(parts.get("user", "postgres")),
+            "DAGSTER_PG_PASSWORD": str(parts.get("password", ""))}
 
 
 def summarize(home: Path, declared: dict[str, int | None], started: float,

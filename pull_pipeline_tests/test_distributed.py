@@ -70,7 +70,10 @@ def test_deploy_settings_match_the_shipped_ones() -> None:
     shipped = yaml.safe_load((ROOT / "dagster.yaml").read_text())
     assert {k: v for k, v in deployed.items() if k not in ("storage", "compute_logs")} == shipped, (
         "deploy/dagster.yaml must repeat every setting of dagster.yaml but storage and compute_logs")
-    assert deployed["storage"]["postgres"]["postgres_db"]["scheme"] == "postgresql+psycopg2"
+    storage = deployed["storage"]["custom"]
+    assert (storage["module"], storage["class"]) == ("pull_pipeline.defs.instance_storage",
+                                                      "PooledPostgresStorage")
+    assert storage["config"]["postgres_db"]["scheme"] == "postgresql+psycopg2"
     celery = yaml.safe_load((DEPLOY / "celery.yaml").read_text())["execution"]["config"]
     assert celery["config_source"] == CELERY_SETTINGS
     assert celery["broker"] == {"env": BROKER_ENV}

@@ -1,12 +1,15 @@
-"""PostgreSQL instance storage exactly as dagster.yaml documents it (its commented block)."""
+"""PostgreSQL instance storage exactly as dagster.yaml documents it (its commented block):
+dagster-postgres through `pull_pipeline.defs.instance_storage`, which pools its connections."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import psycopg
+import sqlalchemy
 import yaml
 
 from pull_pipeline_tests.dagster_pg import DagsterDb, dagster_db  # noqa: F401 - fixture
@@ -31,31 +34,48 @@ def documented_storage() -> dict[str, Any]:
 
 
 def test_the_documented_block_keeps_the_psycopg2_scheme() -> None:
-    storage = documented_storage()["storage"]["postgres"]["postgres_db"]
+    storage = documented_storage()["storage"]["custom"]["config"]["postgres_db"]
     assert storage["scheme"] == "postgresql+psycopg2"
     assert storage["password"] == {"env": "DAGSTER_PG_PASSWORD"}
+
+
+def instance_home(tmp_path: Path, db: DagsterDb) -> Path:
+    """DAGSTER_HOME with dagster.yaml and its documented storage block, pointed at `db`: only
+    where the database is changes; the driver scheme and the password's source stay."""
+    settings = yaml.safe_load((ROOT / "dagster.yaml").read_text())
+    storage = documented_storage()
+    storage["storage"]["custom"]["config"]["postgres_db"].update(
+        hostname=db.host, port=int(db.port), db_name=db.name, username=db.user)
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(yaml.safe_dump({**settings, **storage}))
+    return home
+
+
+def count_connects(instance: dg.DagsterInstance) -> list[int]:
+    """A list that grows by one for every new PostgreSQL connection of the instance's storages."""
+    connects: list[int] = []
+    storages: list[Any] = [instance.run_storage, instance.event_log_storage,
+                           instance.schedule_storage]
+    for storage in storages:
+        sqlalchemy.event.listen(storage._engine, "connect", lambda *_: connects.append(1))
+    return connects
 
 
 def test_a_window_materializes_on_postgres_instance_storage(
     dagster_db: DagsterDb, readings_api: ReadingsApi,  # noqa: F811
     tmp_path: Path, pg_dsn: str, table_name: str
 ) -> None:
-    settings = yaml.safe_load((ROOT / "dagster.yaml").read_text())
-    storage = documented_storage()
-    # Only where the database is changes; the driver scheme and the password's source stay.
-    storage["storage"]["postgres"]["postgres_db"].update(
-        hostname=dagster_db.host, port=int(dagster_db.port), db_name=dagster_db.name,
-        username=dagster_db.user)
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text(yaml.safe_dump({**settings, **storage}))
+    home = instance_home(tmp_path, dagster_db)
     project = make_project(tmp_path, {"sink": {"dsn": pg_dsn, "table": table_name},
                                       "sources": {"plant": readings_api.source_config()}})
 
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        connects = count_connects(instance)
         result = run_source(project, "plant", PARTITION, instance=instance)
+        events = len(instance.get_records_for_run(result.run_id, limit=1000).records)
         assert result.success, failure_text(result)
         readings = instance.get_latest_materialization_event(dg.AssetKey(["plant", "readings"]))
         assert readings is not None and readings.dagster_event is not None
@@ -67,6 +87,34 @@ def test_a_window_materializes_on_postgres_instance_storage(
         "SELECT count(*) FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION' "
         f"AND run_id = '{result.run_id}'") == 2  # raw and readings
     assert dagster_db.count("SELECT count(*) FROM runs") == 1
+    # The run's events reused pooled connections (plain dagster-postgres: one per statement).
+    assert events >= 20 and len(connects) <= 3, (events, len(connects))
     with psycopg.connect(pg_dsn) as conn:
         loaded = conn.execute(f"SELECT count(*) FROM {table_name}").fetchone()
     assert loaded == (len(sample_readings()),)
+
+
+def test_a_forked_child_opens_its_own_connections(
+    dagster_db: DagsterDb, tmp_path: Path  # noqa: F811
+) -> None:
+    """A pooled connection is never shared with a forked child (Celery's prefork workers):
+    the child starts with an empty pool, and both processes go on writing."""
+    home = instance_home(tmp_path, dagster_db)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        instance.report_runless_asset_event(dg.AssetMaterialization("before_fork"))
+        engine = instance.event_log_storage._engine  # type: ignore[attr-defined]
+        assert engine.pool.checkedin() >= 1
+        read, write = os.pipe()
+        child = os.fork()
+        if child == 0:  # the child: report what it inherited, then write on its own connection
+            inherited = engine.pool.checkedin()
+            instance.report_runless_asset_event(dg.AssetMaterialization("in_child"))
+            os.write(write, str(inherited).encode())
+            os._exit(0)
+        os.close(write)
+        _, status = os.waitpid(child, 0)
+        inherited_in_child = int(os.read(read, 16) or b"-1")
+        instance.report_runless_asset_event(dg.AssetMaterialization("after_fork"))
+    assert status == 0 and inherited_in_child == 0
+    assert dagster_db.count("SELECT count(*) FROM event_logs WHERE asset_key LIKE '%fork%' "
+                            "OR asset_key LIKE '%in_child%'") == 3
