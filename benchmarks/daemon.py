@@ -14,7 +14,8 @@ ticks' alone on this machine; a fleet's runs are measured by `benchmarks.fleet`.
 deploy/dagster.yaml's storage block (dagster-postgres, pooled by
 `pull_pipeline.defs.instance_storage`) instead of SQLite; `--storage dagster-postgres` with
 plain dagster-postgres, to compare.
-Exits 1 when a per-minute sensor went more than two minutes without a tick in that span.
+Exits 1 when a per-minute sensor went more than two minutes without a tick in that span, or
+when a tick failed (a failing tick is quick, and would otherwise pass for a fast one).
 """
 
 from __future__ import annotations
@@ -181,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
-    return 1 if report["failures"] else 0
+    return 1 if report["failures"] or report["failed_ticks"] else 0
 
 
 POSTGRES_STORAGES = ("postgres", "dagster-postgres")
@@ -215,6 +216,7 @@ def summarize(home: Path, declared: dict[str, int | None], started: float,
     freshness, when runs are created for every source's missing windows)."""
     import dagster as dg
     from dagster._core.definitions.run_request import InstigatorType
+    from dagster._core.scheduler.instigation import TickStatus
 
     with dg.DagsterInstance.from_config(str(home)) as instance:
         states = [*instance.all_instigator_state(instigator_type=InstigatorType.SENSOR),
@@ -231,8 +233,9 @@ def summarize(home: Path, declared: dict[str, int | None], started: float,
     timeline: dict[int, dict[str, float]] = {}
     for tick in every:
         minute = timeline.setdefault(int((tick.timestamp - started) // 60),
-                                     {"ticks": 0, "seconds": 0.0, "runs": 0})
+                                     {"ticks": 0, "failed": 0, "seconds": 0.0, "runs": 0})
         minute["ticks"] += 1
+        minute["failed"] += tick.status == TickStatus.FAILURE
         minute["seconds"] += (tick.end_timestamp or tick.timestamp) - tick.timestamp
         minute["runs"] += len(tick.run_ids)
     kinds: dict[str, dict[str, Any]] = {}
@@ -263,16 +266,19 @@ def summarize(home: Path, declared: dict[str, int | None], started: float,
             "first_tick_after_s": first - started,
             "sensors": sum(1 for t in ticks.values() if t), "kinds": kinds,
             "timeline": {str(m): v for m, v in sorted(timeline.items())},
-            "queued_runs": queued, "failures": failures}
+            "queued_runs": queued,
+            "failed_ticks": sum(tick.status == TickStatus.FAILURE for tick in every),
+            "failures": failures}
 
 
 def render(report: dict[str, Any]) -> str:
     lines = [(f"{report['sources']} sources, {report['sensors']} sensors and schedules ticked; "
              f"first tick {report['first_tick_after_s']:.0f} s after start; "
-             f"{report['queued_runs']} runs queued"), "",
-             "| minute | ticks | mean tick s | runs requested |", "|---:|---:|---:|---:|"]
+             f"{report['queued_runs']} runs queued; {report['failed_ticks']} ticks failed"), "",
+             "| minute | ticks | failed | mean tick s | runs requested |",
+             "|---:|---:|---:|---:|---:|"]
     for minute, item in report["timeline"].items():
-        lines.append(f"| {minute} | {item['ticks']:.0f} | "
+        lines.append(f"| {minute} | {item['ticks']:.0f} | {item['failed']:.0f} | "
                      f"{item['seconds'] / max(item['ticks'], 1):.2f} | {item['runs']:.0f} |")
     lines += ["", f"over the last {report['steady_minutes']:.1f} minutes:", "",
               ("| kind | interval s | count | never ticked | ticks (median, min) | longest "

@@ -145,6 +145,7 @@ def test_daemon_mode_small_run(tmp_path: Path) -> None:
                         "--steady-minutes", "0.6", "--history-days", "2", "--sink-dsn", ADMIN_DSN,
                         "--storage", "postgres")
     assert report["storage"] == "postgres" and report["queued_runs"] >= 2  # recovery's runs
+    assert report["failed_ticks"] == 0
     kinds = report["kinds"]
     assert {"recover", "freshness", "archive", "alert_on_run_failure", "schedule"} <= set(kinds)
     assert kinds["recover"]["never"] == kinds["freshness"]["never"] == 0

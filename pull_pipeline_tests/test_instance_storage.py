@@ -9,9 +9,12 @@ from typing import Any
 
 import dagster as dg
 import psycopg
+import pytest
 import sqlalchemy
 import yaml
 
+from pull_pipeline.defs import instance_storage
+from pull_pipeline.defs.instance_storage import POOL_DEFAULTS
 from pull_pipeline_tests.dagster_pg import DagsterDb, dagster_db  # noqa: F401 - fixture
 from pull_pipeline_tests.helpers import failure_text, make_project, run_source
 from pull_pipeline_tests.servers import ReadingsApi, sample_readings
@@ -57,8 +60,8 @@ def count_connects(instance: dg.DagsterInstance) -> list[int]:
     connects: list[int] = []
     storages: list[Any] = [instance.run_storage, instance.event_log_storage,
                            instance.schedule_storage]
-    for storage in storages:
-        sqlalchemy.event.listen(storage._engine, "connect", lambda *_: connects.append(1))
+    for engine in {id(storage._engine): storage._engine for storage in storages}.values():
+        sqlalchemy.event.listen(engine, "connect", lambda *_: connects.append(1))
     return connects
 
 
@@ -118,3 +121,37 @@ def test_a_forked_child_opens_its_own_connections(
     assert status == 0 and inherited_in_child == 0
     assert dagster_db.count("SELECT count(*) FROM event_logs WHERE asset_key LIKE '%fork%' "
                             "OR asset_key LIKE '%in_child%'") == 3
+
+
+def test_instances_of_one_process_share_a_few_connections(
+    dagster_db: DagsterDb, tmp_path: Path  # noqa: F811
+) -> None:
+    """The code server builds an instance per sensor tick: twenty instances alive at once,
+    each writing, hold no more connections than one pool keeps."""
+    home = instance_home(tmp_path, dagster_db)
+    instances = [dg.DagsterInstance.from_config(str(home)) for _ in range(20)]
+    for number, instance in enumerate(instances):
+        instance.report_runless_asset_event(dg.AssetMaterialization(f"tick_{number}"))
+    held = dagster_db.count("SELECT count(*) FROM pg_stat_activity "
+                            "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    for instance in instances:
+        instance.dispose()
+    assert 1 <= held <= POOL_DEFAULTS["pool_size"], held
+    assert dagster_db.count("SELECT count(*) FROM event_logs WHERE asset_key LIKE '%tick_%'") == 20
+
+
+def test_a_connection_the_server_closed_is_replaced_unseen(
+    dagster_db: DagsterDb, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    """After the server drops the pooled connections (a restart, an idle timeout), the next
+    write pings, finds them gone and connects again instead of failing."""
+    monkeypatch.setattr(instance_storage, "PING_AFTER_IDLE_SECONDS", 0.0)
+    home = instance_home(tmp_path, dagster_db)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        instance.report_runless_asset_event(dg.AssetMaterialization("before_restart"))
+        dropped = dagster_db.count(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        instance.report_runless_asset_event(dg.AssetMaterialization("after_restart"))
+    assert dropped >= 1
+    assert dagster_db.count("SELECT count(*) FROM event_logs WHERE asset_key LIKE '%restart%'") == 2

@@ -1,14 +1,20 @@
 """Dagster's instance storage for a fleet: dagster-postgres, with pooled connections.
 
 dagster-postgres opens a new PostgreSQL connection for every statement outside the
-webserver (SQLAlchemy's `NullPool`, so that short-lived processes hold none). The daemon
-and the run workers are where a fleet writes: creating one run stores its snapshots and
-planned events, and a run stores several events per window, each on a connection of its
-own. A connection costs about 15 ms here (a server process forked for it), against about
-3 ms for the write itself: py-spy put 40% of the daemon's time during a 500-source
-catch-up in `connect`. This storage is dagster-postgres with each of its three storages on
-a `QueuePool` instead: connections are kept per process, checked with a ping before use
-(a restarted server is no error), recycled hourly, and waited for at most `pool_timeout`.
+webserver (SQLAlchemy's `NullPool`, so that short-lived processes hold none), and checks
+its tables on yet another one each time an instance is built, which the code server does
+for every sensor tick. The daemon and the run workers are where a fleet writes: creating
+one run stores its snapshots and planned events, and a run stores several events per
+window. A connection costs about 15 ms here (a server process forked for it): py-spy put
+40% of the daemon's time during a 500-source catch-up in `connect`.
+
+`PooledPostgresStorage` is dagster-postgres whose three storages share one `QueuePool`
+engine per process and database: every instance a process builds (the code server builds
+one per tick) uses the same few connections, and the tables are checked once per process.
+A connection idle for a while is pinged before use, so a restarted server is no error;
+waiting for a free one is bounded by `pool_timeout_seconds`. Overflow connections close
+when returned, so a process never holds more connections than it uses at once, plus
+`pool_size` idle ones. A forked child (a Celery prefork worker) starts with an empty pool.
 
 Select it in dagster.yaml with `storage: custom: {module: pull_pipeline.defs.instance_storage,
 class: PooledPostgresStorage, config: {postgres_db: ..., pool_size: 4}}`; the `postgres_db`
@@ -19,10 +25,12 @@ Dagster's own small pool, as it does for `storage: postgres:`.
 from __future__ import annotations
 
 import os
-import weakref
+import threading
+import time
 from collections.abc import Mapping
 from typing import Any, cast
 
+import sqlalchemy
 from dagster import Field, IntSource
 from dagster._config.config_schema import UserConfigSchema
 from dagster._core.storage.config import pg_config
@@ -37,40 +45,79 @@ from sqlalchemy.engine import Engine
 
 POOL_DEFAULTS = {"pool_size": 4, "max_overflow": 16, "pool_timeout_seconds": 30,
                  "pool_recycle_seconds": 3600}
+# A connection unused for longer than this is pinged before it is handed out; a busy one is
+# not (a ping per statement cost the daemon a fifth of its time).
+PING_AFTER_IDLE_SECONDS = 10.0
 
-# Engines this process pooled: a forked child must not use its parent's connections.
-_POOLED: weakref.WeakSet[Engine] = weakref.WeakSet()
+_ENGINES: dict[tuple[str, tuple[tuple[str, int], ...]], Engine] = {}
+_TABLES_CHECKED: set[str] = set()
+_LOCK = threading.Lock()
 
 
 def _forget_inherited_connections() -> None:
-    for engine in list(_POOLED):
+    """In a forked child: the parent's connections are the parent's."""
+    for engine in _ENGINES.values():
         engine.dispose(close=False)
 
 
 os.register_at_fork(after_in_child=_forget_inherited_connections)
 
 
+def _ping_when_idle(engine: Engine) -> None:
+    """Ping a connection before use only when it sat idle (pessimistic, but cheap)."""
+
+    @sqlalchemy.event.listens_for(engine, "checkin")
+    def checked_in(dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @sqlalchemy.event.listens_for(engine, "checkout")
+    def checked_out(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("SELECT 1")
+            cursor.close()
+        except Exception as exc:  # the pool then retries with a new connection
+            raise sqlalchemy.exc.DisconnectionError("stale pooled connection") from exc
+
+
+def shared_engine(postgres_url: str, pool: Mapping[str, int]) -> Engine:
+    """The process's pooled engine for this database and these pool settings."""
+    key = (postgres_url, tuple(sorted(pool.items())))
+    with _LOCK:
+        engine = _ENGINES.get(key)
+        if engine is None:
+            engine = create_pg_engine(
+                postgres_url, None, isolation_level="AUTOCOMMIT",
+                pool_size=pool["pool_size"], max_overflow=pool["max_overflow"],
+                pool_timeout=pool["pool_timeout_seconds"],
+                pool_recycle=pool["pool_recycle_seconds"])
+            _ping_when_idle(engine)
+            _ENGINES[key] = engine
+        return engine
+
+
 class PooledPostgresStorage(DagsterPostgresStorage):
-    """`DagsterPostgresStorage` whose run, event-log and schedule storages pool connections."""
+    """`DagsterPostgresStorage` whose run, event-log and schedule storages share a pool."""
 
     def __init__(self, postgres_url: str, should_autocreate_tables: bool = True,
                  inst_data: ConfigurableClassData | None = None,
                  pool: Mapping[str, int] | None = None, token_provider: Any = None) -> None:
-        super().__init__(postgres_url, should_autocreate_tables, inst_data=inst_data,
-                         token_provider=token_provider)
-        self.pool = {**POOL_DEFAULTS, **(pool or {})}
+        with _LOCK:
+            checked = postgres_url in _TABLES_CHECKED
+        super().__init__(postgres_url, should_autocreate_tables and not checked,
+                         inst_data=inst_data, token_provider=token_provider)
+        with _LOCK:
+            _TABLES_CHECKED.add(postgres_url)
+        self.should_autocreate_tables = should_autocreate_tables
+        if token_provider is not None:
+            return  # tokens expire: keep dagster-postgres's connection per statement
+        engine = shared_engine(postgres_url, {**POOL_DEFAULTS, **(pool or {})})
         for storage in (self._run_storage, self._event_log_storage, self._schedule_storage):
             # Each storage connects only through `_engine`; dagster-postgres offers no setting.
-            storage._engine = self._pooled_engine(token_provider)
-
-    def _pooled_engine(self, token_provider: Any) -> Engine:
-        engine = create_pg_engine(
-            self.postgres_url, token_provider, isolation_level="AUTOCOMMIT",
-            pool_size=self.pool["pool_size"], max_overflow=self.pool["max_overflow"],
-            pool_timeout=self.pool["pool_timeout_seconds"],
-            pool_recycle=self.pool["pool_recycle_seconds"], pool_pre_ping=True)
-        _POOLED.add(engine)
-        return engine
+            storage._engine = engine
 
     @classmethod
     def config_type(cls) -> UserConfigSchema:
