@@ -27,6 +27,7 @@ from pull_pipeline.archive import (
 from pull_pipeline.archive import restore as restore_module
 from pull_pipeline.config.loader import Project
 from pull_pipeline.definitions import build_definitions
+from pull_pipeline.defs import archive as archive_defs
 from pull_pipeline.defs.archive import windows_to_export
 from pull_pipeline.sink.timescale import TimescaleSink
 from pull_pipeline.storage.s3 import S3Folder
@@ -364,6 +365,49 @@ def test_the_export_sensor_archives_old_windows_oldest_first_one_range_run_at_a_
     archived = sorted((tmp_path / "archive" / "plant").glob("*.parquet"))
     assert [p.name for p in archived] == [f"{w.key}.parquet" for w in windows(8)]
     assert sum(file_digest(p).rows for p in archived) == len(original)
+
+
+def test_the_export_sensor_moves_a_cursor_over_bounded_spans(
+    tmp_path: Path, sink: TimescaleSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each tick looks at SCAN_WINDOWS windows from its cursor: past what is archived, never
+    loaded (window 2) or failed to export, so a tick never lists the history again."""
+    monkeypatch.setattr(archive_defs, "SCAN_WINDOWS", 3)
+    seed(sink, "plant", windows(8))
+    project = archive_project(tmp_path, sink, path=str(tmp_path / "archive"),
+                              export_after="1 day", windows_per_run=5)
+    now = T0 + timedelta(days=1, hours=8, minutes=30)
+    defs = build_definitions(project, clock=lambda: now)
+    sensor = defs.resolve_sensor_def("archive_plant")
+    with dg.instance_for_test() as instance:
+        for window in windows(8):
+            if window.key != "2024-01-01-02:00":  # never loaded
+                instance.report_runless_asset_event(dg.AssetMaterialization(
+                    dg.AssetKey(["plant", "readings"]), partition=window.key))
+        cursor: str | None = None
+        seen: list[tuple[str, str] | str | None] = []
+        for _ in range(6):
+            result = sensor.evaluate_tick(dg.build_sensor_context(
+                instance=instance, definitions=defs, cursor=cursor))
+            cursor = result.cursor
+            for request in result.run_requests or []:
+                seen.append((request.tags["dagster/asset_partition_range_start"],
+                             request.tags["dagster/asset_partition_range_end"]))
+                run = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+                    instance=instance, tags=dict(request.tags), raise_on_error=False,
+                    asset_selection=request.asset_selection)
+                assert run.success, failure_text(run)
+            if not result.run_requests:
+                seen.append(result.skip_message)
+    assert seen == [
+        ("2024-01-01-00:00", "2024-01-01-01:00"),  # window 2 was never loaded
+        "plant: nothing to export from 2024-01-01 00:00 to 2024-01-01 03:00",
+        ("2024-01-01-03:00", "2024-01-01-05:00"),
+        "plant: nothing to export from 2024-01-01 03:00 to 2024-01-01 06:00",
+        ("2024-01-01-06:00", "2024-01-01-07:00"),
+        "plant: nothing to export from 2024-01-01 06:00 to 2024-01-01 08:30",
+    ]
+    assert cursor == "2024-01-01T08:00:00+00:00"  # the next tick starts after window 7
 
 
 def test_windows_to_export_are_one_unbroken_stretch_and_skip_failed_exports() -> None:

@@ -10,7 +10,7 @@ No `from __future__ import annotations` here: Dagster inspects the `context` ann
 """
 
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import dagster as dg
@@ -113,6 +113,12 @@ def export_metadata(report: ExportReport, location: str) -> dict[str, Any]:
     }
 
 
+# One tick looks at most this many windows from its cursor on (17 days of 5-minute windows,
+# 7 months of hourly ones), so a tick costs the same after years of history.
+SCAN_WINDOWS = 5000
+_SETTLED = (dg.AssetPartitionStatus.MATERIALIZED, dg.AssetPartitionStatus.FAILED)
+
+
 def windows_to_export(
     keys: Sequence[str],
     readings: Mapping[str, dg.AssetPartitionStatus | None],
@@ -124,8 +130,7 @@ def windows_to_export(
     Unbroken, because one run exports a range and would otherwise also try the windows in
     between; a window whose export failed is left to a person (it is in the run's failure).
     """
-    done = (dg.AssetPartitionStatus.MATERIALIZED, dg.AssetPartitionStatus.FAILED,
-            dg.AssetPartitionStatus.IN_PROGRESS)
+    done = (*_SETTLED, dg.AssetPartitionStatus.IN_PROGRESS)
     stretch: list[str] = []
     for key in keys:
         due = readings.get(key) == dg.AssetPartitionStatus.MATERIALIZED and archived.get(key) not in done
@@ -136,10 +141,34 @@ def windows_to_export(
     return stretch
 
 
+def first_unsettled(
+    keys: Sequence[str],
+    readings: Mapping[str, dg.AssetPartitionStatus | None],
+    archived: Mapping[str, dg.AssetPartitionStatus | None],
+) -> str | None:
+    """The oldest window the sensor must see again: loading, or loaded and not yet archived
+    (or being archived). Archived windows, failed exports (left to a person) and windows
+    never loaded are behind it for good."""
+    for key in keys:
+        if readings.get(key) == dg.AssetPartitionStatus.IN_PROGRESS:
+            return key
+        if readings.get(key) == dg.AssetPartitionStatus.MATERIALIZED and archived.get(key) not in _SETTLED:
+            return key
+    return None
+
+
 def build_export_sensor(ctx: SourceContext, config: ArchiveConfig) -> dg.SensorDefinition:
-    """`archive_<source>`: exports windows once they are older than `export_after`."""
+    """`archive_<source>`: exports windows once they are older than `export_after`.
+
+    Its cursor is where the next tick starts looking (a window start, ISO 8601): every
+    window before it is archived, failed to export, or was never loaded. A tick looks at
+    `SCAN_WINDOWS` windows from there at most, then moves the cursor to the first window it
+    must see again, or past the windows it looked at.
+    """
     name, names, partitions_def = ctx.name, ctx.names, ctx.partitions_def
     off = ctx.config.paused or not config.auto_export
+    first = partitions_def.get_first_partition_window()
+    scan = (first.end - first.start) * SCAN_WINDOWS if first is not None else timedelta(0)
 
     @dg.sensor(
         name=names.export_sensor,
@@ -147,24 +176,35 @@ def build_export_sensor(ctx: SourceContext, config: ArchiveConfig) -> dg.SensorD
         minimum_interval_seconds=15 * 60,
         default_status=sensor_status(off),
         description=f"Exports windows of {name} older than {config.export_after} to the "
-        f"archive, oldest first, up to {config.windows_per_run} windows a run, one run at a time.",
+        f"archive, oldest first, up to {config.windows_per_run} windows a run, one run at a "
+        f"time. Its cursor is where it looks next; clear it to look again from the start.",
     )
     def export(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         if off:
             return dg.SensorResult(skip_reason=f"automatic export of {name} is off in the "
                                    "config (paused: true or archive.auto_export: false)")
-        keys = complete_windows(partitions_def, partitions_def.start, ctx.clock() - config.export_after)
+        since = max(datetime.fromisoformat(context.cursor) if context.cursor
+                    else partitions_def.start, partitions_def.start)
+        until = min(ctx.clock() - config.export_after, since + scan)
+        keys = complete_windows(partitions_def, since, until)
         status = context.instance.get_status_by_partition
         archived = status(names.archive, keys, partitions_def) or {}
+        readings = status(names.readings, keys, partitions_def) or {}
+        unsettled = first_unsettled(keys, readings, archived)
+        cursor = (partitions_def.start_time_for_partition_key(unsettled) if unsettled
+                  else max(since, partitions_def.end_time_for_partition_key(keys[-1]) if keys
+                           else since)).isoformat()
         if dg.AssetPartitionStatus.IN_PROGRESS in archived.values():
-            return dg.SensorResult(skip_reason=f"an export of {name} is still running")
-        due = windows_to_export(keys, status(names.readings, keys, partitions_def) or {},
-                                archived, config.windows_per_run)
+            return dg.SensorResult(skip_reason=f"an export of {name} is still running",
+                                   cursor=cursor)
+        due = windows_to_export(keys, readings, archived, config.windows_per_run)
         failed = sum(value == dg.AssetPartitionStatus.FAILED for value in archived.values())
         held = f"; {failed} window(s) whose export failed wait for a person" if failed else ""
         if not due:
-            return dg.SensorResult(skip_reason=f"{name}: nothing to export{held}")
-        return dg.SensorResult(run_requests=[dg.RunRequest(
+            return dg.SensorResult(cursor=cursor, skip_reason=(
+                f"{name}: nothing to export from {since:%Y-%m-%d %H:%M} to "
+                f"{until:%Y-%m-%d %H:%M}{held}"))
+        return dg.SensorResult(cursor=cursor, run_requests=[dg.RunRequest(
             run_key=f"export:{due[0]}...{due[-1]}",
             tags={**run_tags(name, "archive"), MAINTENANCE_TAG: "archive",
                   ASSET_PARTITION_RANGE_START_TAG: due[0], ASSET_PARTITION_RANGE_END_TAG: due[-1]},
