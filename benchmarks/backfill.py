@@ -11,9 +11,11 @@ fresh `dagster asset materialize` process (start-up and Dagster's event writing 
 Rows come from a `kind: python` source (`benchmarks.backfill:fetch`) that generates them in
 the process, so the figures are the pipeline's and Dagster's, not an API's. It prints rows/s
 for both, their ratio, the peak RSS of the largest process, and the Dagster events written
-per window; the sink is checked to hold every row (exit status 1 otherwise).
+per window; the sink is checked to hold every row (exit status 1 otherwise). Dagster's
+instance is the shipped SQLite one, or with `--storage postgres` deploy/dagster.yaml's pooled
+PostgreSQL storage (`benchmarks.instance`), where a fleet keeps its events.
 
-    python -m benchmarks.backfill --rows 2000000 --windows 500
+    python -m benchmarks.backfill --rows 2000000 --windows 500 --storage postgres
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import json
 import sys
 import tempfile
 from collections.abc import Iterator
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,7 @@ import pyarrow as pa
 import yaml
 
 from benchmarks.database import scratch_database
+from benchmarks.instance import add_storage_option, storage_settings
 from benchmarks.materialize import PROJECT_ROOT, dagster_cli, measure, prepare_instance
 from benchmarks.run import DEFAULT_DSN, say
 
@@ -67,17 +71,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--windows-per-run", type=int, help="default: all in one run")
     parser.add_argument("--sink-dsn", default=DEFAULT_DSN, help="admin DSN of the sink server")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--database", default="pp_bench_backfill",
+                        help="scratch databases: this one for the sink, <this>_instance for "
+                        "--storage postgres")
+    parser.add_argument("--workdir", type=Path, help="keep the config, logs and landing here")
+    add_storage_option(parser)
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.windows_per_run = args.windows_per_run or args.windows
-    with tempfile.TemporaryDirectory(prefix="pp-backfill-") as tmp, \
-            scratch_database(args.sink_dsn, "pp_bench_backfill") as dsn:
-        workdir = Path(tmp)
+    with ExitStack() as stack:
+        workdir = args.workdir or Path(stack.enter_context(
+            tempfile.TemporaryDirectory(prefix="pp-backfill-")))
+        workdir.mkdir(parents=True, exist_ok=True)
+        dsn = stack.enter_context(scratch_database(args.sink_dsn, args.database))
+        storage = stack.enter_context(
+            storage_settings(args.storage, args.sink_dsn, f"{args.database}_instance"))
         home = workdir / "dagster_home"
-        prepare_instance(home)
+        prepare_instance(home, storage)
         config = write_config(workdir, dsn, args.rows, args.windows)
         # PYTHONPATH: the `dagster` script's process must import `benchmarks.backfill:fetch`.
         env = {"DAGSTER_HOME": str(home), "PULL_PIPELINE_CONFIG": str(config),
@@ -90,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         many["events_per_window"] = events_per_window(home, args.windows)
     single["rows_per_second"] = args.rows / single["seconds"]
     many["rows_per_second"] = expected(args) / many["seconds"]
-    report = {"rows": args.rows, "windows": args.windows,
+    report = {"rows": args.rows, "windows": args.windows, "storage": args.storage,
               "windows_per_run": args.windows_per_run, "single": single, "backfill": many,
               "ratio": many["rows_per_second"] / single["rows_per_second"]}
     say(render(report))
@@ -170,7 +183,8 @@ def events_per_window(home: Path, windows: int) -> float:
 def render(report: dict[str, Any]) -> str:
     single, many = report["single"], report["backfill"]
     lines = [(f"{report['rows']:,} rows: one window vs {report['windows']} hourly windows "
-              f"({many['runs']} runs of up to {report['windows_per_run']})")]
+              f"({many['runs']} runs of up to {report['windows_per_run']}), "
+              f"{report['storage']} instance storage")]
     for name, figures in (("one window", single), ("backfill", many)):
         lines.append(f"  {name:<11} {figures['seconds']:7.1f} s  {figures['rows_per_second']:>9,.0f}"
                      f" rows/s  cpu {figures['cpu_seconds']:6.1f} s  peak RSS "

@@ -40,6 +40,7 @@ import yaml
 
 from benchmarks import fleet_config
 from benchmarks.database import scratch_database
+from benchmarks.instance import add_storage_option, storage_settings
 from benchmarks.materialize import PROJECT_ROOT, prepare_instance
 from benchmarks.run import API_KEY, DEFAULT_DSN, PAGE_SIZE, say
 from benchmarks.server import PagesServer
@@ -57,11 +58,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="standalone: a long-lived `dagster code-server start` that the "
                         "daemon connects to (the README's fleet set-up); daemon: the daemon "
                         "starts its own, as `dagster dev` and workspace.yaml's default do")
-    parser.add_argument("--storage", choices=("sqlite", *POSTGRES_STORAGES), default="sqlite",
-                        help="the instance's storage: the shipped dagster.yaml's SQLite; "
-                        "postgres: deploy/dagster.yaml's block (dagster-postgres, pooled) in a "
-                        "scratch database on --sink-dsn's server; dagster-postgres: the same "
-                        "database without the pool")
+    add_storage_option(parser)
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--sink-dsn", default=DEFAULT_DSN)
     parser.add_argument("--database", default="pp_bench_daemon")
@@ -144,11 +141,9 @@ def main(argv: list[str] | None = None) -> int:
         prepare_instance(home)
         settings = yaml.safe_load((home / "dagster.yaml").read_text())
         settings["concurrency"]["runs"]["max_concurrent_runs"] = 0  # ticks only: runs stay queued
-        if args.storage in POSTGRES_STORAGES:
-            instance_dsn = stack.enter_context(
-                scratch_database(args.sink_dsn, f"{args.database}_instance", False))
-            settings["storage"] = postgres_storage(pooled=args.storage == "postgres")
-            os.environ.update(postgres_env(instance_dsn))  # the daemon's and summarize's
+        # The daemon's and summarize's: DAGSTER_PG_* go into os.environ.
+        settings.update(stack.enter_context(
+            storage_settings(args.storage, args.sink_dsn, f"{args.database}_instance")))
         (home / "dagster.yaml").write_text(yaml.safe_dump(settings))
         env = {**os.environ, "DAGSTER_HOME": str(home), "PULL_PIPELINE_CONFIG": str(config),
                "PULL_PIPELINE_HOME": str(workdir / "state"), "BENCH_API_KEY": API_KEY}
@@ -185,30 +180,6 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if report["failures"] or report["failed_ticks"] else 0
 
 
-POSTGRES_STORAGES = ("postgres", "dagster-postgres")
-
-
-def postgres_storage(pooled: bool) -> dict[str, Any]:
-    """deploy/dagster.yaml's storage block; without the pool, plain dagster-postgres with the
-    same database settings."""
-    block: dict[str, Any] = yaml.safe_load(
-        (PROJECT_ROOT / "deploy" / "dagster.yaml").read_text())["storage"]
-    if pooled:
-        return block
-    return {"postgres": {"postgres_db": block["custom"]["config"]["postgres_db"]}}
-
-
-def postgres_env(dsn: str) -> dict[str, str]:
-    """The DAGSTER_PG_* variables deploy/dagster.yaml reads, for the database `dsn` names."""
-    from psycopg.conninfo import conninfo_to_dict
-
-    parts = conninfo_to_dict(dsn)
-    return {"DAGSTER_PG_HOST": str(parts.get("host", "127.0.0.1")),
-            "DAGSTER_PG_PORT": str(parts.get("port", 5432)), "DAGSTER_PG_DB": str(parts["dbname"]),
-            "DAGSTER_PG_USER": str(parts.get("user", "postgres")),
-            "DAGSTER_PG_PASSWORD": str(parts.get("password", ""))}
-
-
 def summarize(home: Path, declared: dict[str, int | None], started: float,
               args: argparse.Namespace) -> dict[str, Any]:
     """A per-minute timeline of all ticks, and every sensor's ticks over the last
@@ -225,10 +196,15 @@ def summarize(home: Path, declared: dict[str, int | None], started: float,
                                                             state.selector_id, limit=10_000)
                   for state in states}
         queued = len(instance.get_run_ids(dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED])))
-    ticks = {name: ticked.get(name, []) for name in declared}  # one that never ticked has none
+    until = started + args.minutes * 60  # when the daemon was told to stop
+    # One that never ticked has none. Ticks that ended after `until` are the daemon's shutdown
+    # failing what its threads still had queued, not the fleet's (a schedule tick's timestamp
+    # is its scheduled time, so it may look older).
+    ticks = {name: [tick for tick in ticked.get(name, [])
+                    if (tick.end_timestamp or tick.timestamp) < until]
+             for name in declared}
     every = [tick for history in ticks.values() for tick in history]
     first = min((tick.timestamp for tick in every), default=started)
-    until = started + args.minutes * 60
     steady_from = max(first, until - args.steady_minutes * 60)
     timeline: dict[int, dict[str, float]] = {}
     for tick in every:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,17 +86,17 @@ def materialize(source: str, partition: str, env: dict[str, str], log: Path,
     return result
 
 
-def prepare_instance(home: Path) -> None:
+def prepare_instance(home: Path, overrides: Mapping[str, Any] | None = None) -> None:
     """Create the Dagster instance up front, as a deployment already has it.
 
-    It gets the project's dagster.yaml, as `make dev` sets up DAGSTER_HOME.
+    It gets the project's dagster.yaml, as `make dev` sets up DAGSTER_HOME, with `overrides`
+    (top-level keys, such as `storage`) replacing its own.
     """
     import dagster as dg
 
     home.mkdir(parents=True, exist_ok=True)
-    settings = PROJECT_ROOT / "dagster.yaml"
-    if settings.exists():
-        shutil.copyfile(settings, home / "dagster.yaml")
+    settings = yaml.safe_load((PROJECT_ROOT / "dagster.yaml").read_text()) or {}
+    (home / "dagster.yaml").write_text(yaml.safe_dump({**settings, **(overrides or {})}))
     with dg.DagsterInstance.from_config(str(home)) as instance:
         instance.get_runs(limit=1)
         instance.get_latest_materialization_event(dg.AssetKey(["warm", "up"]))

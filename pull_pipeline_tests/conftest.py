@@ -125,6 +125,14 @@ def pg_dsn() -> Iterator[str]:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture(autouse=True)
+def event_batch_variable_restored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL instance storage sets DAGSTER_EVENT_BATCH_SIZE for its process
+    (`defs/instance_storage.py`); no test leaves it set for the next one."""
+    monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "")  # remembered, restored afterwards
+    monkeypatch.delenv("DAGSTER_EVENT_BATCH_SIZE")
+
+
 @pytest.fixture
 def table_name() -> str:
     """A sink table name unique to one test, so tests never see each other's rows."""

@@ -154,6 +154,23 @@ def test_daemon_mode_small_run(tmp_path: Path) -> None:
     assert "| recover | 60 | 2 | 0 |" in run.stdout
 
 
+@pytest.mark.skipif(bool(os.environ.get("PULL_PIPELINE_TIMESCALE_DSN")),
+                    reason="the backfill benchmark runs in the plain PostgreSQL pass only: it "
+                    "measures Dagster's bookkeeping per window, which the sink flavour does "
+                    "not change")
+def test_backfill_mode_small_run_on_pooled_postgres_storage(tmp_path: Path) -> None:
+    """One window against a ranged run of four, exact, with the instance on deploy/dagster.yaml's
+    pooled storage: its events are read back from PostgreSQL."""
+    run, report = bench("backfill", tmp_path, "--rows", "2000", "--windows", "4",
+                        "--sink-dsn", ADMIN_DSN, "--storage", "postgres")
+    assert report["storage"] == "postgres" and "postgres instance storage" in run.stdout
+    single, backfill = report["single"], report["backfill"]
+    assert not single["failed"] and not backfill["failed"] and backfill["runs"] == 1
+    assert single["rows_per_second"] > 0 and report["ratio"] > 0
+    # A materialization of raw and of readings and a check of each, per window, at least.
+    assert backfill["events_per_window"] >= 4
+
+
 def test_the_backfill_rows_are_spread_over_every_hourly_window() -> None:
     workload = backfill_workload(2_000, 4)
     start = int(workload.start.timestamp())

@@ -14,7 +14,11 @@ import sqlalchemy
 import yaml
 
 from pull_pipeline.defs import instance_storage
-from pull_pipeline.defs.instance_storage import POOL_DEFAULTS
+from pull_pipeline.defs.instance_storage import (
+    EVENT_BATCH_SIZE,
+    EVENT_BATCH_VARIABLE,
+    POOL_DEFAULTS,
+)
 from pull_pipeline_tests.dagster_pg import DagsterDb, dagster_db  # noqa: F401 - fixture
 from pull_pipeline_tests.helpers import failure_text, make_project, run_source
 from pull_pipeline_tests.servers import ReadingsApi, sample_readings
@@ -95,6 +99,48 @@ def test_a_window_materializes_on_postgres_instance_storage(
     with psycopg.connect(pg_dsn) as conn:
         loaded = conn.execute(f"SELECT count(*) FROM {table_name}").fetchone()
     assert loaded == (len(sample_readings()),)
+
+
+def test_a_ranged_run_writes_each_assets_materializations_in_one_insert(
+    dagster_db: DagsterDb, readings_api: ReadingsApi,  # noqa: F811
+    tmp_path: Path, pg_dsn: str, table_name: str
+) -> None:
+    """Three windows in one run: the storage turns on Dagster's batched event writes, so each
+    asset's three materializations are one INSERT, and every window still shows as loaded."""
+    home = instance_home(tmp_path, dagster_db)
+    project = make_project(tmp_path, {"sink": {"dsn": pg_dsn, "table": table_name},
+                                      "sources": {"plant": readings_api.source_config()}})
+    keys = ["2024-01-01-00:00", "2024-01-01-01:00", "2024-01-01-02:00"]
+    inserts: list[str] = []
+
+    def count_insert(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO EVENT_LOGS"):
+            inserts.append(statement)
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert os.environ[EVENT_BATCH_VARIABLE] == str(EVENT_BATCH_SIZE)
+        sqlalchemy.event.listen(instance.event_log_storage._engine,  # type: ignore[attr-defined]
+                                "before_cursor_execute", count_insert)
+        result = run_source(project, "plant", instance=instance, tags={
+            "dagster/asset_partition_range_start": keys[0],
+            "dagster/asset_partition_range_end": keys[-1]})
+        assert result.success, failure_text(result)
+        for asset in ("raw", "readings"):
+            assert instance.get_materialized_partitions(dg.AssetKey(["plant", asset])) == set(keys)
+    stored = dagster_db.count(f"SELECT count(*) FROM event_logs WHERE run_id = '{result.run_id}'")
+    materialized = dagster_db.count(
+        "SELECT count(*) FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION' "
+        f"AND run_id = '{result.run_id}'")
+    assert materialized == 6
+    assert stored - len(inserts) >= 4, (stored, len(inserts))  # 6 materializations, 2 INSERTs
+
+
+def test_a_batch_size_set_by_hand_wins(
+    dagster_db: DagsterDb, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    monkeypatch.setenv(EVENT_BATCH_VARIABLE, "0")  # batching off
+    with dg.DagsterInstance.from_config(str(instance_home(tmp_path, dagster_db))):
+        assert os.environ[EVENT_BATCH_VARIABLE] == "0"
 
 
 def test_a_forked_child_opens_its_own_connections(
