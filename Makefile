@@ -123,12 +123,12 @@ bench: .venv/.installed
 # cluster that $(TIMESCALE_CLUSTER) starts. `make bench-fleet SOURCES=1,50,200` measures the
 # code location, the ticks, one run worker and a backfill with that many generated sources;
 # `make bench-daemon SOURCES=500 MINUTES=12` runs the real dagster-daemon against that many
-# and counts every sensor's ticks. BENCH_ARGS adds options to any, e.g.
-# BENCH_ARGS='--json out.json'.
+# and counts every sensor's ticks; `make bench-backfill` compares a long ranged run with one
+# big window. BENCH_ARGS adds options to any, e.g. BENCH_ARGS='--json out.json'.
 SOURCES ?= 1,50,200,500
 HISTORY_DAYS ?= 60
 BENCH_ARGS ?=
-.PHONY: bench-compressed bench-fleet bench-daemon
+.PHONY: bench-compressed bench-fleet bench-daemon bench-backfill
 MINUTES ?= 12
 comma := ,
 
@@ -143,6 +143,9 @@ bench-compressed: .venv/.installed
 
 bench-fleet: .venv/.installed
 	.venv/bin/python -m benchmarks.fleet --sources $(SOURCES) $(BENCH_ARGS)
+
+bench-backfill: .venv/.installed
+	.venv/bin/python -m benchmarks.backfill $(BENCH_ARGS)
 
 bench-daemon: .venv/.installed
 	.venv/bin/python -m benchmarks.daemon --sources $(lastword $(subst $(comma), ,$(SOURCES))) \

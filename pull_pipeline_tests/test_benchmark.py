@@ -163,7 +163,7 @@ def test_backfill_mode_small_run_on_pooled_postgres_storage(tmp_path: Path) -> N
     pooled storage: its events are read back from PostgreSQL."""
     run, report = bench("backfill", tmp_path, "--rows", "2000", "--windows", "4",
                         "--sink-dsn", ADMIN_DSN, "--storage", "postgres")
-    assert report["storage"] == "postgres" and "postgres instance storage" in run.stdout
+    assert report["storage"] == "postgres" and "postgres instance storage" in run.stderr
     single, backfill = report["single"], report["backfill"]
     assert not single["failed"] and not backfill["failed"] and backfill["runs"] == 1
     assert single["rows_per_second"] > 0 and report["ratio"] > 0

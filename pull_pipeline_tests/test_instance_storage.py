@@ -12,6 +12,9 @@ import psycopg
 import pytest
 import sqlalchemy
 import yaml
+from dagster_postgres.event_log import PostgresEventLogStorage
+from dagster_postgres.run_storage import PostgresRunStorage
+from dagster_postgres.schedule_storage import PostgresScheduleStorage
 
 from pull_pipeline.defs import instance_storage
 from pull_pipeline.defs.instance_storage import (
@@ -78,8 +81,9 @@ def test_a_window_materializes_on_postgres_instance_storage(
                                       "sources": {"plant": readings_api.source_config()}})
 
     with dg.DagsterInstance.from_config(str(home)) as instance:
-        assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
-        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
+        assert isinstance(instance.run_storage, PostgresRunStorage)
+        assert isinstance(instance.schedule_storage, PostgresScheduleStorage)
         connects = count_connects(instance)
         result = run_source(project, "plant", PARTITION, instance=instance)
         events = len(instance.get_records_for_run(result.run_id, limit=1000).records)
@@ -133,6 +137,36 @@ def test_a_ranged_run_writes_each_assets_materializations_in_one_insert(
         f"AND run_id = '{result.run_id}'")
     assert materialized == 6
     assert stored - len(inserts) >= 4, (stored, len(inserts))  # 6 materializations, 2 INSERTs
+
+
+def test_the_catalog_is_asked_only_until_the_tables_are_there(
+    dagster_db: DagsterDb, tmp_path: Path  # noqa: F811
+) -> None:
+    """dagster-postgres reflects the table list before nearly every sensor-state or tick
+    statement, and asset-key columns before asset reads; once found, the pooled storage
+    stops asking (what the daemon and code server do thousands of times a minute)."""
+    home = instance_home(tmp_path, dagster_db)
+    catalog: list[str] = []
+
+    def count_catalog(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if "pg_catalog" in statement:
+            catalog.append(statement)
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        instance.report_runless_asset_event(dg.AssetMaterialization("catalog"))
+
+        def work() -> None:
+            instance.all_instigator_state()
+            instance.get_asset_records([dg.AssetKey("catalog")])
+            instance.get_latest_materialization_event(dg.AssetKey("catalog"))
+
+        work()  # finds the tables
+        sqlalchemy.event.listen(instance.event_log_storage._engine,  # type: ignore[attr-defined]
+                                "before_cursor_execute", count_catalog)
+        for _ in range(5):
+            work()
+        assert len(instance.all_instigator_state()) == 0
+    assert catalog == []
 
 
 def test_a_batch_size_set_by_hand_wins(
