@@ -98,13 +98,19 @@ def code_server(env: dict[str, str], log: Path) -> Iterator[tuple[int, int]]:
             stop(server)
 
 
+# The daemon stops in about a second; a code server that launched a run waits out a minute
+# of its own before exiting, and nothing of it is measured, so it is killed sooner.
+STOP_GRACE_SECONDS = 10
+
+
 def stop(process: subprocess.Popen[bytes]) -> None:
     """Stop a process and its children (it leads its own session)."""
     os.killpg(process.pid, signal.SIGTERM)
     try:
-        process.wait(timeout=60)
+        process.wait(timeout=STOP_GRACE_SECONDS)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def instigators(config: Path) -> dict[str, int | None]:
