@@ -28,7 +28,7 @@ from pull_pipeline.archive import restore as restore_module
 from pull_pipeline.config.loader import Project
 from pull_pipeline.definitions import build_definitions
 from pull_pipeline.defs import archive as archive_defs
-from pull_pipeline.defs.archive import windows_to_export
+from pull_pipeline.defs.archive import cursor_start, windows_to_export
 from pull_pipeline.sink.timescale import TimescaleSink
 from pull_pipeline.storage.s3 import S3Folder
 from pull_pipeline.windows import Window
@@ -428,3 +428,14 @@ def test_the_export_sensor_is_off_when_auto_export_is(tmp_path: Path, sink: Time
     with dg.instance_for_test() as instance:
         result = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs))
     assert "auto_export: false" in (result.skip_message or "")
+
+
+def test_a_cursor_set_by_hand_is_a_time_or_a_clear_error() -> None:
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    assert cursor_start("plant", None, start) == start
+    assert cursor_start("plant", "2023-06-01T00:00:00+00:00", start) == start  # never before
+    assert cursor_start("plant", "2024-02-01T00:00:00", start) == datetime(2024, 2, 1, tzinfo=UTC)
+    with pytest.raises(ValueError) as error:
+        cursor_start("plant", "x\x00y", start)  # a NUL, shown escaped
+    assert "plant: the cursor of archive_plant is 'x\\x00y', not a window start" in str(error.value)
+    assert "clear it in the UI" in str(error.value)

@@ -10,7 +10,7 @@ No `from __future__ import annotations` here: Dagster inspects the `context` ann
 """
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dagster as dg
@@ -157,6 +157,24 @@ def first_unsettled(
     return None
 
 
+def cursor_start(name: str, cursor: str | None, start: datetime) -> datetime:
+    """Where a tick of `archive_<name>` starts looking: its cursor, never before `start`.
+
+    A cursor set by hand that is not a time fails the tick with what to do; one without a
+    zone is UTC, as every time here."""
+    if not cursor:
+        return start
+    try:
+        at = datetime.fromisoformat(cursor)
+    except ValueError:
+        raise ValueError(
+            f"{name}: the cursor of archive_{name} is {cursor[:40]!r}, not a window start "
+            "(ISO 8601, e.g. 2024-01-01T00:00:00+00:00); set one, or clear it in the UI "
+            "(Automation > archive sensor > Set cursor value) to look again from the start"
+        ) from None
+    return max(at if at.tzinfo else at.replace(tzinfo=UTC), start)
+
+
 def build_export_sensor(ctx: SourceContext, config: ArchiveConfig) -> dg.SensorDefinition:
     """`archive_<source>`: exports windows once they are older than `export_after`.
 
@@ -183,8 +201,7 @@ def build_export_sensor(ctx: SourceContext, config: ArchiveConfig) -> dg.SensorD
         if off:
             return dg.SensorResult(skip_reason=f"automatic export of {name} is off in the "
                                    "config (paused: true or archive.auto_export: false)")
-        since = max(datetime.fromisoformat(context.cursor) if context.cursor
-                    else partitions_def.start, partitions_def.start)
+        since = cursor_start(name, context.cursor, partitions_def.start)
         until = min(ctx.clock() - config.export_after, since + scan)
         keys = complete_windows(partitions_def, since, until)
         status = context.instance.get_status_by_partition
