@@ -33,9 +33,13 @@ def test_a_range_across_the_retention_horizon_loads_only_what_the_sink_keeps(
     tmp_path: Path, pg_dsn: str, table_name: str
 ) -> None:
     fake_sources.reset(fake_sources.hourly_rows(DAY0, hours=6))
+    # The horizon (now - retention) falls at 03:30 three days ago, measured from the clock
+    # now, not from when the module was imported: the half hour either side absorbs the time
+    # the test takes, and a clock passing the hour between import and run moves nothing.
+    horizon = DAY0 + timedelta(hours=3, minutes=30)
+    retention = int((datetime.now(UTC) - horizon).total_seconds())
     project = make_project(tmp_path, {
-        "sink": {"dsn": pg_dsn, "table": table_name,
-                 "retention": f"{int((NOW - DAY0).total_seconds()) - 3 * 3600}s"},
+        "sink": {"dsn": pg_dsn, "table": table_name, "retention": f"{retention}s"},
         "sources": {"plant": {
             "kind": "python", "function": "pull_pipeline_tests.fake_sources:fetch",
             "partitions": {"cadence": "hourly", "start": f"{DAY0:%Y-%m-%dT%H:%M:%SZ}"}}},
@@ -44,7 +48,7 @@ def test_a_range_across_the_retention_horizon_loads_only_what_the_sink_keeps(
     result = run_source(project, "plant", tags={
         "dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last})
     assert result.success, failure_text(result)
-    # hours 00-02 end at or before now - retention (03:00 three days ago): skipped
+    # hours 00-02 end before now - retention (03:30 three days ago): skipped
     assert [call[0].hour for call in fake_sources.CALLS] == [3, 4, 5]
     with psycopg.connect(pg_dsn) as conn:
         hours = conn.execute(
