@@ -36,6 +36,7 @@ from pull_pipeline.defs.partitions import complete_windows
 from pull_pipeline.defs.resources import S3Settings, fixed
 from pull_pipeline.defs.sensors import sensor_status
 from pull_pipeline.defs.signatures import signed
+from pull_pipeline.defs.statuses import partition_statuses
 from pull_pipeline.defs.steps import failures_named, windows_for, within_retention
 from pull_pipeline.sink.timescale import TimescaleSink
 from pull_pipeline.storage import is_s3_url
@@ -204,9 +205,8 @@ def build_export_sensor(ctx: SourceContext, config: ArchiveConfig) -> dg.SensorD
         since = cursor_start(name, context.cursor, partitions_def.start)
         until = min(ctx.clock() - config.export_after, since + scan)
         keys = complete_windows(partitions_def, since, until)
-        status = context.instance.get_status_by_partition
-        archived = status(names.archive, keys, partitions_def) or {}
-        readings = status(names.readings, keys, partitions_def) or {}
+        archived = partition_statuses(context.instance, names.archive, keys, partitions_def)
+        readings = partition_statuses(context.instance, names.readings, keys, partitions_def)
         unsettled = first_unsettled(keys, readings, archived)
         cursor = (partitions_def.start_time_for_partition_key(unsettled) if unsettled
                   else max(since, partitions_def.end_time_for_partition_key(keys[-1]) if keys

@@ -36,6 +36,7 @@ from pull_pipeline.defs.jobs import run_tags
 from pull_pipeline.defs.naming import MAINTENANCE_TAG, SOURCE_TAG
 from pull_pipeline.defs.partitions import complete_windows
 from pull_pipeline.defs.sensors import sensor_status
+from pull_pipeline.defs.statuses import partition_statuses
 from pull_pipeline.errors import PullPipelineError
 from pull_pipeline.recovery import (
     Caps,
@@ -148,8 +149,7 @@ def build_recovery_sensor(
         now = ctx.clock()
         since = now - recovery.horizon
         keys = complete_windows(partitions_def, since, now - config.partitions.lag - SETTLE)
-        statuses = context.instance.get_status_by_partition(
-            ctx.names.readings, keys, partitions_def) or {}
+        statuses = partition_statuses(context.instance, ctx.names.readings, keys, partitions_def)
         failed = [k for k in keys if statuses.get(k) == dg.AssetPartitionStatus.FAILED]
         failures = last_failures(context.instance, name, partitions_def, failed, since)
         cutoff = since + expiry_margin(recovery.horizon)  # keys go oldest first
