@@ -105,12 +105,14 @@ def test_a_window_materializes_on_postgres_instance_storage(
     assert loaded == (len(sample_readings()),)
 
 
-def test_a_ranged_run_writes_each_assets_materializations_in_one_insert(
+def test_a_ranged_run_writes_its_planned_events_and_each_assets_materializations_in_one_insert(
     dagster_db: DagsterDb, readings_api: ReadingsApi,  # noqa: F811
     tmp_path: Path, pg_dsn: str, table_name: str
 ) -> None:
     """Three windows in one run: the storage turns on Dagster's batched event writes, so each
-    asset's three materializations are one INSERT, and every window still shows as loaded."""
+    asset's three materializations are one INSERT, the run's eight planned events (a
+    materialization per window and asset, an evaluation per check) one more, and every
+    window still shows as loaded and checked."""
     home = instance_home(tmp_path, dagster_db)
     project = make_project(tmp_path, {"sink": {"dsn": pg_dsn, "table": table_name},
                                       "sources": {"plant": readings_api.source_config()}})
@@ -131,12 +133,25 @@ def test_a_ranged_run_writes_each_assets_materializations_in_one_insert(
         assert result.success, failure_text(result)
         for asset in ("raw", "readings"):
             assert instance.get_materialized_partitions(dg.AssetKey(["plant", asset])) == set(keys)
-    stored = dagster_db.count(f"SELECT count(*) FROM event_logs WHERE run_id = '{result.run_id}'")
-    materialized = dagster_db.count(
-        "SELECT count(*) FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION' "
-        f"AND run_id = '{result.run_id}'")
-    assert materialized == 6
-    assert stored - len(inserts) >= 4, (stored, len(inserts))  # 6 materializations, 2 INSERTs
+        record = instance.get_asset_records([dg.AssetKey(["plant", "readings"])])[0]
+        assert record.asset_entry.last_run_id == result.run_id
+    run = f"run_id = '{result.run_id}'"
+    stored = dagster_db.count(f"SELECT count(*) FROM event_logs WHERE {run}")
+
+    def stored_of(kind: str) -> int:
+        return dagster_db.count(
+            f"SELECT count(*) FROM event_logs WHERE dagster_event_type = '{kind}' AND {run} "
+            "AND (partition IS NOT NULL OR dagster_event_type LIKE 'ASSET_CHECK%')")
+
+    assert stored_of("ASSET_MATERIALIZATION") == 6
+    assert stored_of("ASSET_MATERIALIZATION_PLANNED") == 6
+    assert stored_of("ASSET_CHECK_EVALUATION_PLANNED") == 2
+    # 6 materializations in 2 INSERTs, 8 planned events in 1: 11 rows fewer than INSERTs
+    assert stored - len(inserts) >= 11, (stored, len(inserts))
+    checked = dagster_db.count(  # has_rows fails for the two windows the API has no rows in
+        f"SELECT count(*) FROM asset_check_executions WHERE {run} AND partition IS NOT NULL "
+        "AND execution_status IN ('SUCCEEDED', 'FAILED')")
+    assert checked == 6  # two checks, each window: planned, then evaluated
 
 
 def test_the_catalog_is_asked_only_until_the_tables_are_there(

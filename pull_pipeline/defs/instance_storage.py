@@ -18,8 +18,8 @@ when returned, so a process never holds more connections than it uses at once, p
 
 It also turns on Dagster's batched event writes (`event_batch_size`, default 1,000): a
 ranged run's materializations, one per window and asset, then go to PostgreSQL as one
-INSERT per asset instead of one each (planned events, handed over in one batch, are still
-stored one at a time by dagster-postgres). Dagster
+INSERT per asset instead of one each, and a run's planned events (one per window and asset,
+handed over as one batch when the run is created) one INSERT in all. Dagster
 reads that setting only from the DAGSTER_EVENT_BATCH_SIZE variable of the process writing
 the events, so the storage sets it when it is built, in every process that writes (daemon,
 webserver, run and step workers), unless the variable is already set (0 turns batching
@@ -36,13 +36,15 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import sqlalchemy
-from dagster import Field, IntSource
+from dagster import DagsterEventType, EventLogEntry, Field, IntSource
 from dagster._config.config_schema import UserConfigSchema
+from dagster._core.events import ASSET_CHECK_EVENTS
 from dagster._core.storage.config import pg_config
+from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
 from dagster._serdes import ConfigurableClassData
 from dagster_postgres import DagsterPostgresStorage
 from dagster_postgres.event_log import PostgresEventLogStorage
@@ -69,6 +71,9 @@ _ENGINES: dict[tuple[str, tuple[tuple[str, int], ...]], Engine] = {}
 _TABLES_CHECKED: set[str] = set()
 _FOUND: set[tuple[str, str]] = set()  # (database, table or column or index) known to exist
 _LOCK = threading.Lock()
+# What Dagster hands over in one batch when it creates a run.
+_PLANNED = {DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
+            DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED}
 
 
 def _forget_inherited_connections() -> None:
@@ -162,6 +167,36 @@ class KnownTablesEventLogStorage(PostgresEventLogStorage):
         return _known(self.postgres_url, f"column asset_keys.{column_name}",
                       lambda: PostgresEventLogStorage._has_asset_key_col_on_connection(
                           self, conn, column_name))
+
+    def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
+        """A run's planned events in one INSERT, as dagster-postgres stores materializations.
+
+        Dagster hands over all of a run's planned events as one batch when it creates the run:
+        a planned materialization per window and asset, a planned evaluation per check.
+        dagster-postgres stores a mixed batch one event at a time (an INSERT, a NOTIFY and an
+        asset-entry upsert each). Here the rows go in with one INSERT; then, as `store_event`
+        would leave them, each asset's entry holds its last event and each planned check its
+        execution rows. Any other batch is dagster-postgres's.
+        """
+        kinds = {event.get_dagster_event().event_type for event in events}
+        if not kinds <= _PLANNED or not events:
+            super().store_event_batch(events)
+            return
+        with self._connect() as conn:
+            inserted = conn.execute(self.prepare_insert_event_batch(events).returning(
+                SqlEventLogStorageTable.c.id))
+            event_ids = [int(row[0]) for row in inserted.fetchall()]
+        planned = [(event, event_id) for event, event_id in zip(events, event_ids, strict=True)
+                   if event.dagster_event_type == DagsterEventType.ASSET_MATERIALIZATION_PLANNED]
+        last = {event.get_dagster_event().asset_key: (event, event_id)
+                for event, event_id in planned}
+        with self.index_transaction() as conn:
+            self._store_asset_event_tags(conn, [e for e, _ in planned], [i for _, i in planned])
+            for event, event_id in last.values():
+                self._store_asset_event(conn, event, event_id)
+        for event, event_id in zip(events, event_ids, strict=True):
+            if event.dagster_event_type in ASSET_CHECK_EVENTS:
+                self.store_asset_check_event(event, event_id)
 
 
 class PooledPostgresStorage(DagsterPostgresStorage):
