@@ -8,11 +8,13 @@ around these, and the benchmark and tests call them the same way.
 from __future__ import annotations
 
 import gc
+import itertools
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
@@ -26,7 +28,7 @@ from pull_pipeline.errors import PullPipelineError, SinkError, SourceError
 from pull_pipeline.landing import LandingStore, WindowWriter
 from pull_pipeline.retries import with_retries
 from pull_pipeline.sink.timescale import LoadResult, SinkSession, TimescaleSink
-from pull_pipeline.validation import validate
+from pull_pipeline.validation import Checked, validate
 from pull_pipeline.windows import Window
 
 log = logging.getLogger("pull_pipeline")
@@ -84,6 +86,23 @@ class LoadStats:
     # Windows whose rows were replaced and committed, in order: what a run that fails later
     # still reports as loaded, so the partition status shows exactly what the sink holds.
     loaded_windows: dict[str, int] = field(default_factory=dict)  # key -> rows loaded
+
+    def add_phases(self, phases: dict[str, float]) -> None:
+        for phase, seconds in phases.items():
+            self.phases[phase] = self.phases.get(phase, 0.0) + seconds
+
+    def merge(self, window: LoadStats) -> None:
+        """Count in a window's own figures (loaded on the sink thread) once it committed."""
+        self.add_phases(window.phases)
+        self.fetched += window.fetched
+        self.pages += window.pages
+        self.sensors |= window.sensors
+        for ts in (window.min_ts, window.max_ts):
+            if ts is not None:
+                self.min_ts = ts if self.min_ts is None else min(self.min_ts, ts)
+                self.max_ts = ts if self.max_ts is None else max(self.max_ts, ts)
+        self.rejected_by_window.update(window.rejected_by_window)
+        self.first_reasons.extend(window.first_reasons[:3 - len(self.first_reasons)])
 
     def observe(self, valid: pd.DataFrame) -> None:
         if valid.empty:
@@ -206,40 +225,77 @@ def load(
     (`RejectRatioExceeded`, its rejects still recorded) or when it came back with no row
     while it holds rows and `allow_empty_replace` is off (`EmptyWindowRefused`). Pass
     `stats` to keep what loaded before an error: `stats.loaded_windows`.
+
+    The windows' transactions run one after the other on a sink thread, over one session,
+    while this thread reads and validates the next window's first page (a whole window of
+    up to `READ_BATCH_ROWS` rows): a small window's COPY and commit, mostly waiting on the
+    server, then overlap the next one's Python work, as a big window's runs overlap its
+    later pages. At most one window is in flight and one read ahead.
     """
     stats = stats if stats is not None else LoadStats()
     started = time.perf_counter()
     collector = CycleCollector()
     problems = WindowProblems(name)
-    with ExitStack() as connections:
+    with ExitStack() as connections, ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"pp-sink-{name}") as sink_thread:
         session: SinkSession | None = None
 
-        def load_window(window: Window) -> LoadResult:
+        def load_window(window: Window, pages: Iterable[CheckedPage], own: LoadStats,
+                        landed_pages: int) -> LoadResult:
             nonlocal session
             if session is None:
                 session = connections.enter_context(sink.session())
             try:
-                return _load_window(name, config, landing, session, window, run_id, stats,
-                                    collector, problems)
+                return _load_window(name, config, session, pages, window, run_id, own,
+                                    problems, landed_pages)
             except SinkError as exc:
                 if exc.transient:  # the connection may be gone: the next attempt opens one
                     session = None
                 raise
 
-        for window in windows:
+        def attempts(window: Window, ahead: Iterator[CheckedPage], own: LoadStats,
+                     landed_pages: int) -> LoadResult:
+            first = [ahead]  # a retry reads the window again
+
+            def attempt() -> LoadResult:
+                pages = first.pop() if first else checked_pages(
+                    name, config, landing, window, own.phases, collector)
+                return load_window(window, pages, own, landed_pages)
+
+            return with_retries(f"{name}: loading window {window.key}", config.retries, attempt)
+
+        def settle(window: Window, done: Future[LoadResult], own: LoadStats) -> None:
             try:
-                result = with_retries(f"{name}: loading window {window.key}", config.retries,
-                                      lambda window=window: load_window(window))  # type: ignore[misc]
+                result = done.result()
             except SinkError as exc:
                 if exc.transient:  # still unreachable, or a bound was hit: stop here
                     raise problems.then(exc) from None
                 problems.failed[window.key] = str(exc)
-                continue
+                stats.add_phases(own.phases)
+                return
+            stats.merge(own)
             stats.result.add(result)
             if result.replaced:
                 stats.loaded_windows[window.key] = result.loaded
             if result.kept_instead_of_empty:
                 problems.kept_instead_of_empty[window.key] = result.kept_instead_of_empty
+
+        pending: tuple[Window, Future[LoadResult], LoadStats] | None = None
+        for window in windows:
+            own = LoadStats()
+            try:
+                landed_pages = landing.pages(name, window.key)
+                ahead = read_ahead(name, config, landing, window, own.phases, collector)
+            except BaseException:
+                if pending is not None:  # what committed before the error still counts
+                    settle(*pending)
+                raise
+            if pending is not None:
+                settle(*pending)
+            pending = (window, sink_thread.submit(attempts, window, ahead, own, landed_pages),
+                       own)
+        if pending is not None:
+            settle(*pending)
     stats.phases["delete"] = stats.result.delete_seconds
     stats.seconds = time.perf_counter() - started
     problems.raise_if_any(config, sink.table, stats)
@@ -328,32 +384,60 @@ def pull(
     return load_error
 
 
+@dataclass(frozen=True)
+class CheckedPage:
+    """One page of a landed window, mapped and validated."""
+
+    rows: int
+    checked: Checked
+
+
+def checked_pages(
+    name: str, config: SourceBase, landing: LandingStore, window: Window,
+    phases: dict[str, float], collector: CycleCollector,
+) -> Iterator[CheckedPage]:
+    """The window's landed pages, mapped and validated one at a time (timed into `phases`)."""
+    clock = time.perf_counter()
+    for raw in landing.read(name, window.key):
+        collector.streamed(raw.nbytes)
+        now = time.perf_counter()
+        phases["read"] += now - clock
+        readings = to_canonical(raw, config)
+        clock = time.perf_counter()
+        phases["map"] += clock - now
+        checked = validate(readings, raw, config.fields, window.start, window.end)
+        now = time.perf_counter()
+        phases["validate"] += now - clock
+        yield CheckedPage(raw.num_rows, checked)
+        clock = time.perf_counter()
+
+
+def read_ahead(
+    name: str, config: SourceBase, landing: LandingStore, window: Window,
+    phases: dict[str, float], collector: CycleCollector,
+) -> Iterator[CheckedPage]:
+    """The window's pages with the first one already checked (the rest follow lazily)."""
+    pages = checked_pages(name, config, landing, window, phases, collector)
+    first = next(pages, None)
+    return pages if first is None else itertools.chain([first], pages)
+
+
 def _load_window(
-    name: str, config: SourceBase, landing: LandingStore, session: SinkSession,
-    window: Window, run_id: str, stats: LoadStats, collector: CycleCollector,
-    problems: WindowProblems,
+    name: str, config: SourceBase, session: SinkSession, pages: Iterable[CheckedPage],
+    window: Window, run_id: str, stats: LoadStats, problems: WindowProblems, landed_pages: int,
 ) -> LoadResult:
-    """Map, validate and replace one window in its own transaction; returns what it did."""
+    """Replace one window with its checked `pages` in its own transaction; returns what it
+    did. `stats` is the window's own (merged into the run's by the caller)."""
     fetched = rejected = 0
-    pages = landing.pages(name, window.key)
     with session.load(name, [window], run_id, allow_empty=config.allow_empty_replace) as one:
-        clock = time.perf_counter()  # after the window's delete, which is its own phase
-        for raw in landing.read(name, window.key):
-            collector.streamed(raw.nbytes)
+        for page in pages:
+            checked = page.checked
             now = time.perf_counter()
-            stats.phases["read"] += now - clock
-            readings = to_canonical(raw, config)
-            clock = time.perf_counter()
-            stats.phases["map"] += clock - now
-            checked = validate(readings, raw, config.fields, window.start, window.end)
-            now = time.perf_counter()
-            stats.phases["validate"] += now - clock
             one.stage(checked.valid)
             one.quarantine(checked.rejects, window)
-            clock = time.perf_counter()
-            stats.phases["load"] += clock - now
+            stats.phases["load"] += time.perf_counter() - now
             stats.observe(checked.valid)
-            fetched += raw.num_rows
+            fetched += page.rows
             rejected += checked.rejected
             if checked.rejected and len(stats.first_reasons) < 3:
                 stats.first_reasons.extend(checked.rejects["reason"].head(3).tolist())
@@ -363,7 +447,7 @@ def _load_window(
         clock = time.perf_counter()
     # Counted once the window's transaction committed: a retried attempt counts once.
     stats.phases["load"] += time.perf_counter() - clock
-    stats.pages += pages
+    stats.pages += landed_pages
     stats.fetched += fetched
     stats.rejected_by_window[window.key] = rejected
     if over:

@@ -19,7 +19,7 @@ from pull_pipeline.definitions import build_definitions
 from pull_pipeline.defs.context import SourceContext
 from pull_pipeline.defs.steps import windows_for
 from pull_pipeline.errors import SinkUnavailable
-from pull_pipeline.landing import LocalLanding
+from pull_pipeline.landing import LandingMissing, LocalLanding
 from pull_pipeline.pipeline import LandStats, LoadStats, pull
 from pull_pipeline.sink.timescale import TimescaleSink
 from pull_pipeline_tests import fake_sources
@@ -205,6 +205,30 @@ def test_pull_lands_every_window_when_the_sink_goes_away(
     land_stats, load_stats = pull_directly(tmp_path, pg_dsn, table_name, SinkUnavailable)
     assert [w.key for w in land_stats.landed] == KEYS  # `raw` may claim every window
     assert list(load_stats.loaded_windows) == KEYS[:2]
+
+
+def test_a_window_that_cannot_be_read_ahead_keeps_the_one_loading_before_it(
+    tmp_path: Path, pg_dsn: str, table_name: str
+) -> None:
+    """`load` reads window i+1 while window i commits on the sink thread: when window i+1's
+    file is gone, window i still counts as loaded, and nothing after it is touched."""
+    SINK.update(dsn=pg_dsn, table=table_name)
+    SEEN_IN_SINK.clear()
+    project = make_project(tmp_path, config(pg_dsn, table_name,
+                                            "test_big_backfill:fetch_watching_sink"))
+    source = project.config.sources["plant"]
+    windows = windows_for(SourceContext.build(project, "plant", source).partitions_def, KEYS)
+    landing = LocalLanding(tmp_path / "landing")
+    with make_connector("plant", source) as connector:
+        pipeline.land("plant", source, connector, landing, windows[:3], "run")
+    landing.folder.delete(landing.key("plant", KEYS[1]))
+    stats = LoadStats()
+    with pytest.raises(LandingMissing, match=KEYS[1]):
+        pipeline.load("plant", source, landing, TimescaleSink(dsn=pg_dsn, table=table_name),
+                      windows[:3], "run", stats)
+    assert list(stats.loaded_windows) == KEYS[:1]
+    assert list(stats.rejected_by_window) == KEYS[:1] and stats.fetched > 0  # counted once
+    assert loaded_windows(pg_dsn, table_name) == KEYS[:1]
 
 
 @pytest.mark.parametrize(("windows_per_run", "ranges"), [

@@ -105,14 +105,14 @@ def test_a_window_materializes_on_postgres_instance_storage(
     assert loaded == (len(sample_readings()),)
 
 
-def test_a_ranged_run_writes_its_planned_events_and_each_assets_materializations_in_one_insert(
+def test_a_ranged_run_writes_its_planned_events_materializations_and_evaluations_in_batches(
     dagster_db: DagsterDb, readings_api: ReadingsApi,  # noqa: F811
     tmp_path: Path, pg_dsn: str, table_name: str
 ) -> None:
     """Three windows in one run: the storage turns on Dagster's batched event writes, so each
     asset's three materializations are one INSERT, the run's eight planned events (a
-    materialization per window and asset, an evaluation per check) one more, and every
-    window still shows as loaded and checked."""
+    materialization per window and asset, an evaluation per check) one more, each check's
+    three evaluations one more, and every window still shows as loaded and checked."""
     home = instance_home(tmp_path, dagster_db)
     project = make_project(tmp_path, {"sink": {"dsn": pg_dsn, "table": table_name},
                                       "sources": {"plant": readings_api.source_config()}})
@@ -146,12 +146,18 @@ def test_a_ranged_run_writes_its_planned_events_and_each_assets_materializations
     assert stored_of("ASSET_MATERIALIZATION") == 6
     assert stored_of("ASSET_MATERIALIZATION_PLANNED") == 6
     assert stored_of("ASSET_CHECK_EVALUATION_PLANNED") == 2
-    # 6 materializations in 2 INSERTs, 8 planned events in 1: 11 rows fewer than INSERTs
-    assert stored - len(inserts) >= 11, (stored, len(inserts))
+    assert stored_of("ASSET_CHECK_EVALUATION") == 6
+    # 6 materializations in 2 INSERTs, 8 planned events in 1, 6 evaluations in 2: 15 rows
+    # fewer than INSERTs (11 when evaluations go one by one)
+    assert stored - len(inserts) >= 15, (stored, len(inserts))
     checked = dagster_db.count(  # has_rows fails for the two windows the API has no rows in
         f"SELECT count(*) FROM asset_check_executions WHERE {run} AND partition IS NOT NULL "
-        "AND execution_status IN ('SUCCEEDED', 'FAILED')")
-    assert checked == 6  # two checks, each window: planned, then evaluated
+        "AND execution_status IN ('SUCCEEDED', 'FAILED') "
+        "AND materialization_event_storage_id IS NOT NULL")
+    assert checked == 6  # two checks, each window: planned, then evaluated on its materialization
+    failed = dagster_db.count(
+        f"SELECT count(*) FROM asset_check_executions WHERE {run} AND execution_status = 'FAILED'")
+    assert failed == 2  # has_rows (WARN) on the two windows without rows
 
 
 def test_the_catalog_is_asked_only_until_the_tables_are_there(

@@ -11,7 +11,7 @@ import dagster as dg
 from pull_pipeline.alerts.message import describe_partitions
 from pull_pipeline.config.env import resolve_env
 from pull_pipeline.connectors import make_connector
-from pull_pipeline.defs.checks import has_rows_per_window, valid_rows_per_window
+from pull_pipeline.defs.checks import CheckEvent, has_rows_per_window, valid_rows_per_window
 from pull_pipeline.defs.context import SourceContext
 from pull_pipeline.defs.coverage import coverage_metadata
 from pull_pipeline.defs.handoff import DoneLoad, hand_over, raw_loads_too, take
@@ -74,8 +74,7 @@ def build_source_assets(ctx: SourceContext) -> list[dg.AssetsDefinition]:
     def raw(
         context: dg.AssetExecutionContext, landing: LandingResource,
         sink: dg.ResourceParam[TimescaleSink],
-    ) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization | dg.AssetCheckEvaluation
-                  | dg.Output]:
+    ) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization | CheckEvent]:
         windows, expired = run_windows(context, ctx, sink)
         if not windows:
             yield dg.MaterializeResult(metadata=beyond_retention_metadata(expired))
@@ -127,8 +126,7 @@ def build_source_assets(ctx: SourceContext) -> list[dg.AssetsDefinition]:
     def readings(
         context: dg.AssetExecutionContext, sink: dg.ResourceParam[TimescaleSink],
         landing: LandingResource,
-    ) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization | dg.AssetCheckEvaluation
-                  | dg.Output]:
+    ) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization | CheckEvent]:
         windows, expired = run_windows(context, ctx, sink)
         if not windows:
             yield dg.MaterializeResult(metadata=beyond_retention_metadata(expired))

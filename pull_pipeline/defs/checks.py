@@ -10,6 +10,12 @@ import dagster as dg
 from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData,  # not exported by dagster
 )
+from dagster._core.events import (  # not exported by dagster; what its own steps log with
+    DagsterEvent,
+    DagsterEventBatchMetadata,
+    DagsterEventType,
+    generate_event_batch_id,
+)
 
 from pull_pipeline.config.models import FreshnessConfig
 from pull_pipeline.defs.context import SourceContext
@@ -31,6 +37,8 @@ from pull_pipeline.windows import Window
 
 MAX_SENSORS_SHOWN = 20
 MAX_GAPS_PER_SENSOR = 5
+# What a step yields for its checks: evaluations (some as logged events) and the op output.
+CheckEvent = dg.AssetCheckEvaluation | DagsterEvent | dg.Output
 
 
 def build_gap_check(ctx: SourceContext) -> dg.AssetChecksDefinition | None:
@@ -54,7 +62,7 @@ def build_gap_check(ctx: SourceContext) -> dg.AssetChecksDefinition | None:
     @signed
     def gaps(
         context: dg.AssetCheckExecutionContext, sink: dg.ResourceParam[TimescaleSink]
-    ) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
+    ) -> Iterator[CheckEvent]:
         results = []
         with sink.connection() as conn:  # one connection for every window of the run
             reports = [(window, find_gaps(sink, name, window, interval, conn))
@@ -64,7 +72,7 @@ def build_gap_check(ctx: SourceContext) -> dg.AssetChecksDefinition | None:
                 window.key, passed=report.total_gaps == 0, metadata=gap_metadata([report]),
                 description=None if report.total_gaps == 0 else f"{report.total_gaps} missing "
                 f"stretch(es) longer than {interval} in {name} window {window.key}"))
-        yield from per_window(context.instance, dg.AssetCheckKey(ctx.names.readings, GAPS_CHECK),
+        yield from per_window(context, dg.AssetCheckKey(ctx.names.readings, GAPS_CHECK),
                               severity, config.gaps_blocking, results)
         yield dg.Output(None)  # the check's op output, which evaluations do not stand for
 
@@ -82,21 +90,49 @@ class WindowResult:
 
 
 def per_window(
-    instance: dg.DagsterInstance, check_key: dg.AssetCheckKey, severity: dg.AssetCheckSeverity,
-    blocking: bool, results: Sequence[WindowResult],
-) -> Iterator[dg.AssetCheckEvaluation]:
+    context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext,
+    check_key: dg.AssetCheckKey, severity: dg.AssetCheckSeverity, blocking: bool,
+    results: Sequence[WindowResult],
+) -> Iterator[dg.AssetCheckEvaluation | DagsterEvent]:
     """One evaluation per window, each tied to that window's latest materialization.
 
     An `AssetCheckResult` of a ranged run is recorded for no partition, so every window of
     the range stayed "planned" and showed as skipped. The target materialization is what
     makes the UI count an evaluation as current for its partition.
+
+    Dagster stores each evaluation on its own (an INSERT, a NOTIFY and an update of the
+    check's execution row: 5 ms a window here). Where the instance's storage takes them
+    in one batch (`instance_storage.KnownTablesEventLogStorage`), they are logged as one
+    batch, as Dagster logs a ranged run's materializations; a failed blocking evaluation
+    still goes through Dagster's own path, which stops the downstream steps.
     """
+    instance = context.instance
     targets = latest_materializations(instance, check_key.asset_key, [r.key for r in results])
-    for result in results:
-        yield dg.AssetCheckEvaluation(
+    batched = batches_check_evaluations(instance)
+    step = context.op_execution_context.get_step_execution_context() if batched else None
+    batch_id = generate_event_batch_id()
+    for number, result in enumerate(results, 1):
+        evaluation = dg.AssetCheckEvaluation(
             asset_key=check_key.asset_key, check_name=check_key.name, passed=result.passed,
             metadata=result.metadata, severity=severity, description=result.description,
             blocking=blocking, partition=result.key, target_materialization_data=targets.get(result.key))
+        stops = blocking and not result.passed and severity == dg.AssetCheckSeverity.ERROR
+        if step is None or stops:
+            yield evaluation
+            continue
+        # Logged (stored) as it is built; yielded for the step's own record of its events.
+        yield DagsterEvent.from_step(
+            DagsterEventType.ASSET_CHECK_EVALUATION, step, evaluation,
+            message=f"Asset check '{check_key.name}' on '{check_key.asset_key.to_user_string()}' "
+            f"{'passed' if result.passed else 'did not pass'}."
+            + (f" Description: '{result.description}'" if result.description else ""),
+            batch_metadata=DagsterEventBatchMetadata(batch_id, number == len(results)))
+
+
+def batches_check_evaluations(instance: dg.DagsterInstance) -> bool:
+    """Whether this instance's storage takes check evaluations in one batch (`per_window`);
+    dagster-postgres's and SQLite's refuse such a batch and would store them one by one."""
+    return bool(getattr(instance.event_log_storage, "stores_check_evaluation_batches", False))
 
 
 def latest_materializations(
@@ -118,7 +154,7 @@ def latest_materializations(
 def valid_rows_per_window(
     context: dg.AssetExecutionContext, ctx: SourceContext, stats: LoadStats,
     windows: Sequence[Window], error: Exception | None = None,
-) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
+) -> Iterator[CheckEvent]:
     """`valid_rows` for each window of a `readings` run, after its materializations.
 
     A window that loaded passed; after `RejectRatioExceeded`, a window that did not load but
@@ -139,20 +175,20 @@ def valid_rows_per_window(
                 "\n".join(f"- {redact(reason)}" for reason in stats.first_reasons[:3]))
         results.append(WindowResult(window.key, passed=loaded, metadata=metadata))
     check_key = dg.AssetCheckKey(ctx.names.readings, VALID_ROWS_CHECK)
-    yield from per_window(context.instance, check_key, dg.AssetCheckSeverity.ERROR, True, results)
+    yield from per_window(context, check_key, dg.AssetCheckSeverity.ERROR, True, results)
     yield check_output(context, check_key)
 
 
 def has_rows_per_window(
     context: dg.AssetExecutionContext, ctx: SourceContext, windows: Sequence[Window],
     empty: Sequence[str],
-) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
+) -> Iterator[CheckEvent]:
     """`has_rows` for each window of a `raw` run, after its materializations (WARN if empty)."""
     check_key = dg.AssetCheckKey(ctx.names.raw, HAS_ROWS_CHECK)
     results = [WindowResult(w.key, passed=w.key not in empty, metadata={
         "windows_without_rows": dg.MetadataValue.json([w.key] if w.key in empty else [])})
                for w in windows]
-    yield from per_window(context.instance, check_key, dg.AssetCheckSeverity.WARN, False, results)
+    yield from per_window(context, check_key, dg.AssetCheckSeverity.WARN, False, results)
     yield check_output(context, check_key)
 
 

@@ -71,9 +71,11 @@ _ENGINES: dict[tuple[str, tuple[tuple[str, int], ...]], Engine] = {}
 _TABLES_CHECKED: set[str] = set()
 _FOUND: set[tuple[str, str]] = set()  # (database, table or column or index) known to exist
 _LOCK = threading.Lock()
-# What Dagster hands over in one batch when it creates a run.
-_PLANNED = {DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
-            DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED}
+# What Dagster hands over in one batch when it creates a run, and what `checks.per_window`
+# logs as one batch: a ranged run's check evaluations.
+_BATCHED_HERE = {DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
+                 DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED,
+                 DagsterEventType.ASSET_CHECK_EVALUATION}
 
 
 def _forget_inherited_connections() -> None:
@@ -157,7 +159,10 @@ class KnownTablesScheduleStorage(PostgresScheduleStorage):
 
 class KnownTablesEventLogStorage(PostgresEventLogStorage):
     """dagster-postgres's event log, asking the catalog only until a table or column is there
-    (it asks before asset-check writes and asset-record reads)."""
+    (it asks before asset-check writes and asset-record reads), and storing a run's planned
+    events and a ranged run's check evaluations a batch at a time."""
+
+    stores_check_evaluation_batches = True  # read by `checks.per_window`
 
     def has_table(self, table_name: str) -> bool:
         return _known(self.postgres_url, f"table {table_name}",
@@ -169,17 +174,20 @@ class KnownTablesEventLogStorage(PostgresEventLogStorage):
                           self, conn, column_name))
 
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
-        """A run's planned events in one INSERT, as dagster-postgres stores materializations.
+        """A run's planned events, or a ranged run's check evaluations, in one INSERT, as
+        dagster-postgres stores materializations.
 
         Dagster hands over all of a run's planned events as one batch when it creates the run:
-        a planned materialization per window and asset, a planned evaluation per check.
+        a planned materialization per window and asset, a planned evaluation per check; a
+        ranged run's check evaluations come as one batch from `checks.per_window`.
         dagster-postgres stores a mixed batch one event at a time (an INSERT, a NOTIFY and an
-        asset-entry upsert each). Here the rows go in with one INSERT; then, as `store_event`
-        would leave them, each asset's entry holds its last event and each planned check its
-        execution rows. Any other batch is dagster-postgres's.
+        asset-entry upsert each) and refuses evaluations. Here the rows go in with one INSERT;
+        then, as `store_event` would leave them, each asset's entry holds its last event and
+        each check's execution rows are written or updated. Any other batch is
+        dagster-postgres's.
         """
         kinds = {event.get_dagster_event().event_type for event in events}
-        if not kinds <= _PLANNED or not events:
+        if not kinds <= _BATCHED_HERE or not events:
             super().store_event_batch(events)
             return
         with self._connect() as conn:
@@ -190,10 +198,12 @@ class KnownTablesEventLogStorage(PostgresEventLogStorage):
                    if event.dagster_event_type == DagsterEventType.ASSET_MATERIALIZATION_PLANNED]
         last = {event.get_dagster_event().asset_key: (event, event_id)
                 for event, event_id in planned}
-        with self.index_transaction() as conn:
-            self._store_asset_event_tags(conn, [e for e, _ in planned], [i for _, i in planned])
-            for event, event_id in last.values():
-                self._store_asset_event(conn, event, event_id)
+        if planned:
+            with self.index_transaction() as conn:
+                self._store_asset_event_tags(conn, [e for e, _ in planned],
+                                             [i for _, i in planned])
+                for event, event_id in last.values():
+                    self._store_asset_event(conn, event, event_id)
         for event, event_id in zip(events, event_ids, strict=True):
             if event.dagster_event_type in ASSET_CHECK_EVENTS:
                 self.store_asset_check_event(event, event_id)
