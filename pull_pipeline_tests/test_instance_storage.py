@@ -112,16 +112,20 @@ def test_a_ranged_run_writes_its_planned_events_materializations_and_evaluations
     """Three windows in one run: the storage turns on Dagster's batched event writes, so each
     asset's three materializations are one INSERT, the run's eight planned events (a
     materialization per window and asset, an evaluation per check) one more, each check's
-    three evaluations one more, and every window still shows as loaded and checked."""
+    three evaluations one more (and one UPDATE of their execution rows), and every window
+    still shows as loaded and checked."""
     home = instance_home(tmp_path, dagster_db)
     project = make_project(tmp_path, {"sink": {"dsn": pg_dsn, "table": table_name},
                                       "sources": {"plant": readings_api.source_config()}})
     keys = ["2024-01-01-00:00", "2024-01-01-01:00", "2024-01-01-02:00"]
     inserts: list[str] = []
+    updates: list[str] = []
 
     def count_insert(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
         if statement.lstrip().upper().startswith("INSERT INTO EVENT_LOGS"):
             inserts.append(statement)
+        if statement.lstrip().upper().startswith("UPDATE ASSET_CHECK_EXECUTIONS"):
+            updates.append(statement)
 
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert os.environ[EVENT_BATCH_VARIABLE] == str(EVENT_BATCH_SIZE)
@@ -150,6 +154,7 @@ def test_a_ranged_run_writes_its_planned_events_materializations_and_evaluations
     # 6 materializations in 2 INSERTs, 8 planned events in 1, 6 evaluations in 2: 15 rows
     # fewer than INSERTs (11 when evaluations go one by one)
     assert stored - len(inserts) >= 15, (stored, len(inserts))
+    assert len(updates) == 2  # each check's three execution rows in one UPDATE (6 one by one)
     checked = dagster_db.count(  # has_rows fails for the two windows the API has no rows in
         f"SELECT count(*) FROM asset_check_executions WHERE {run} AND partition IS NOT NULL "
         "AND execution_status IN ('SUCCEEDED', 'FAILED') "

@@ -18,8 +18,10 @@ when returned, so a process never holds more connections than it uses at once, p
 
 It also turns on Dagster's batched event writes (`event_batch_size`, default 1,000): a
 ranged run's materializations, one per window and asset, then go to PostgreSQL as one
-INSERT per asset instead of one each, and a run's planned events (one per window and asset,
-handed over as one batch when the run is created) one INSERT in all. Dagster
+INSERT per asset instead of one each, a run's planned events (one per window and asset,
+handed over as one batch when the run is created) one INSERT in all, and a ranged run's
+check evaluations (one per window and check, logged as a batch by `checks.per_window`) one
+INSERT and one UPDATE of their execution rows. Dagster
 reads that setting only from the DAGSTER_EVENT_BATCH_SIZE variable of the process writing
 the events, so the storage sets it when it is built, in every process that writes (daemon,
 webserver, run and step workers), unless the variable is already set (0 turns batching
@@ -40,12 +42,13 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import sqlalchemy
-from dagster import DagsterEventType, EventLogEntry, Field, IntSource
+from dagster import AssetCheckEvaluation, DagsterEventType, EventLogEntry, Field, IntSource
 from dagster._config.config_schema import UserConfigSchema
 from dagster._core.events import ASSET_CHECK_EVENTS
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from dagster._core.storage.config import pg_config
 from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
-from dagster._serdes import ConfigurableClassData
+from dagster._serdes import ConfigurableClassData, serialize_value
 from dagster_postgres import DagsterPostgresStorage
 from dagster_postgres.event_log import PostgresEventLogStorage
 from dagster_postgres.run_storage import PostgresRunStorage
@@ -76,6 +79,27 @@ _LOCK = threading.Lock()
 _BATCHED_HERE = {DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
                  DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED,
                  DagsterEventType.ASSET_CHECK_EVALUATION}
+
+
+# Each evaluation's planned execution row, found by (run, asset, check, partition) as dagster
+# finds it, updated the way `_update_asset_check_evaluation` updates it.
+_EVALUATION_COLUMNS = ("run_ids", "asset_keys", "check_names", "partitions", "statuses",
+                       "events", "timestamps", "event_ids", "materialization_ids")
+_UPDATE_EVALUATIONS = sqlalchemy.text("""
+    UPDATE asset_check_executions AS e
+    SET execution_status = v.status, evaluation_event = v.event,
+        evaluation_event_timestamp = v.ts, evaluation_event_storage_id = v.event_id,
+        materialization_event_storage_id = v.materialization_id
+    FROM unnest(CAST(:run_ids AS text[]), CAST(:asset_keys AS text[]),
+                CAST(:check_names AS text[]), CAST(:partitions AS text[]),
+                CAST(:statuses AS text[]), CAST(:events AS text[]),
+                CAST(:timestamps AS timestamp[]), CAST(:event_ids AS bigint[]),
+                CAST(:materialization_ids AS bigint[]))
+        AS v(run_id, asset_key, check_name, partition, status, event, ts, event_id,
+             materialization_id)
+    WHERE e.run_id = v.run_id AND e.asset_key = v.asset_key AND e.check_name = v.check_name
+        AND e.partition = v.partition
+    RETURNING e.run_id, e.asset_key, e.check_name, e.partition""")
 
 
 def _forget_inherited_connections() -> None:
@@ -204,9 +228,47 @@ class KnownTablesEventLogStorage(PostgresEventLogStorage):
                                              [i for _, i in planned])
                 for event, event_id in last.values():
                     self._store_asset_event(conn, event, event_id)
-        for event, event_id in zip(events, event_ids, strict=True):
-            if event.dagster_event_type in ASSET_CHECK_EVENTS:
-                self.store_asset_check_event(event, event_id)
+        checks = [(event, event_id) for event, event_id in zip(events, event_ids, strict=True)
+                  if event.dagster_event_type in ASSET_CHECK_EVENTS]
+        for event, event_id in self._update_evaluations(checks):
+            self.store_asset_check_event(event, event_id)
+
+    def _update_evaluations(
+        self, checks: Sequence[tuple[EventLogEntry, int]]
+    ) -> list[tuple[EventLogEntry, int]]:
+        """Mark the planned execution rows of a run's partitioned evaluations with one UPDATE
+        (what dagster's `store_asset_check_event` does row by row); returns the events it did
+        not cover, for that: planned events, runless or unpartitioned evaluations, and any
+        evaluation without a planned row."""
+        rows: dict[tuple[str, str, str, str], tuple[EventLogEntry, int]] = {}
+        rest = []
+        for event, event_id in checks:
+            data = event.get_dagster_event().event_specific_data
+            if (event.dagster_event_type != DagsterEventType.ASSET_CHECK_EVALUATION
+                    or not event.run_id or not isinstance(data, AssetCheckEvaluation)
+                    or data.partition is None):
+                rest.append((event, event_id))
+                continue
+            rows[(event.run_id, data.asset_key.to_string(), data.check_name, data.partition)] = (
+                event, event_id)
+        if not rows:
+            return rest
+        columns: dict[str, list[Any]] = {name: [] for name in _EVALUATION_COLUMNS}
+        for (run_id, asset_key, check_name, partition), (event, event_id) in rows.items():
+            data = cast(AssetCheckEvaluation, event.get_dagster_event().event_specific_data)
+            target = data.target_materialization_data
+            for name, value in zip(_EVALUATION_COLUMNS, (
+                    run_id, asset_key, check_name, partition,
+                    (AssetCheckExecutionRecordStatus.SUCCEEDED if data.passed
+                     else AssetCheckExecutionRecordStatus.FAILED).value,
+                    serialize_value(event), self._event_insert_timestamp(event), event_id,
+                    target.storage_id if target else None), strict=True):
+                columns[name].append(value)
+        with self.index_connection() as conn:
+            updated = conn.execute(_UPDATE_EVALUATIONS, columns).fetchall()
+        for key in updated:
+            rows.pop(tuple(key), None)
+        return rest + list(rows.values())
 
 
 class PooledPostgresStorage(DagsterPostgresStorage):
