@@ -97,10 +97,8 @@ class LoadStats:
         self.fetched += window.fetched
         self.pages += window.pages
         self.sensors |= window.sensors
-        for ts in (window.min_ts, window.max_ts):
-            if ts is not None:
-                self.min_ts = ts if self.min_ts is None else min(self.min_ts, ts)
-                self.max_ts = ts if self.max_ts is None else max(self.max_ts, ts)
+        if window.min_ts is not None and window.max_ts is not None:
+            self._widen(window.min_ts, window.max_ts)
         self.rejected_by_window.update(window.rejected_by_window)
         self.first_reasons.extend(window.first_reasons[:3 - len(self.first_reasons)])
 
@@ -108,7 +106,9 @@ class LoadStats:
         if valid.empty:
             return
         self.sensors.update(valid["sensor_tag"].unique())
-        low, high = valid["ts"].min(), valid["ts"].max()
+        self._widen(valid["ts"].min(), valid["ts"].max())
+
+    def _widen(self, low: pd.Timestamp, high: pd.Timestamp) -> None:
         self.min_ts = low if self.min_ts is None else min(self.min_ts, low)
         self.max_ts = high if self.max_ts is None else max(self.max_ts, high)
 

@@ -240,7 +240,8 @@ class KnownTablesEventLogStorage(PostgresEventLogStorage):
         (what dagster's `store_asset_check_event` does row by row); returns the events it did
         not cover, for that: planned events, runless or unpartitioned evaluations, and any
         evaluation without a planned row."""
-        rows: dict[tuple[str, str, str, str], tuple[EventLogEntry, int]] = {}
+        rows: dict[tuple[str, str, str, str],
+                   tuple[EventLogEntry, int, AssetCheckEvaluation]] = {}
         rest = []
         for event, event_id in checks:
             data = event.get_dagster_event().event_specific_data
@@ -250,12 +251,11 @@ class KnownTablesEventLogStorage(PostgresEventLogStorage):
                 rest.append((event, event_id))
                 continue
             rows[(event.run_id, data.asset_key.to_string(), data.check_name, data.partition)] = (
-                event, event_id)
+                event, event_id, data)
         if not rows:
             return rest
         columns: dict[str, list[Any]] = {name: [] for name in _EVALUATION_COLUMNS}
-        for (run_id, asset_key, check_name, partition), (event, event_id) in rows.items():
-            data = cast(AssetCheckEvaluation, event.get_dagster_event().event_specific_data)
+        for (run_id, asset_key, check_name, partition), (event, event_id, data) in rows.items():
             target = data.target_materialization_data
             for name, value in zip(_EVALUATION_COLUMNS, (
                     run_id, asset_key, check_name, partition,
@@ -268,7 +268,7 @@ class KnownTablesEventLogStorage(PostgresEventLogStorage):
             updated = conn.execute(_UPDATE_EVALUATIONS, columns).fetchall()
         for key in updated:
             rows.pop(tuple(key), None)
-        return rest + list(rows.values())
+        return rest + [(event, event_id) for event, event_id, _ in rows.values()]
 
 
 class PooledPostgresStorage(DagsterPostgresStorage):
