@@ -52,14 +52,16 @@ stop: .venv/.installed
 # 127.0.0.1:5432), then on TimescaleDB, where every sink table is a hypertable. The TimescaleDB
 # server is $PULL_PIPELINE_TIMESCALE_DSN when set, else the cluster that
 # ../shared/timescaledb/cluster.sh starts (as root; idempotent; its last line is the DSN).
-# Without either, that pass is skipped with the reason. `make test TEST_PASSES=plain` (or
+# Without either, that pass is skipped with the reason. It runs the tests marked `sink`
+# (every test that opens the sink server: see SINK_FIXTURES in pull_pipeline_tests/conftest.py);
+# the others never reach it, and ran in the plain pass. `make test TEST_PASSES=plain` (or
 # `=timescale`) runs one pass; a pass asked for alone must not be skipped. PYTEST_ARGS adds
-# pytest options, e.g. `make test TEST_PASSES=timescale PYTEST_ARGS='-k sink'`.
+# pytest options, e.g. `make test TEST_PASSES=timescale PYTEST_ARGS='-k compressed'`.
 TEST_PASSES ?= plain timescale
 TIMESCALE_CLUSTER ?= ../shared/timescaledb/cluster.sh
 TIMESCALE_PORT ?= 5434
 PYTEST_ARGS ?=
-PYTEST := .venv-test/bin/python -m pytest -n 2 --dist loadfile -q -rfEs -m 'not browser' $(PYTEST_ARGS)
+PYTEST := .venv-test/bin/python -m pytest -n 2 --dist loadfile -q -rfEs
 DESCRIBE := .venv-test/bin/python -m pull_pipeline_tests.conftest
 
 test: $(TEST_VENV) lint
@@ -70,7 +72,7 @@ test: $(TEST_VENV) lint
 	  plain) \
 	    echo "== suite on $$($(DESCRIBE) "$$plain_dsn") =="; \
 	    case " $(TEST_PASSES) " in *" timescale "*) unset PULL_PIPELINE_TIMESCALE_DSN;; esac; \
-	    if PULL_PIPELINE_TEST_DSN="$$plain_dsn" $(PYTEST); then result=passed; \
+	    if PULL_PIPELINE_TEST_DSN="$$plain_dsn" $(PYTEST) -m 'not browser' $(PYTEST_ARGS); then result=passed; \
 	    else result=FAILED; status=1; fi; \
 	    recap="$$recap\n   plain pass: $$result";; \
 	  timescale) \
@@ -91,7 +93,8 @@ test: $(TEST_VENV) lint
 	      [ "$(strip $(TEST_PASSES))" = timescale ] && status=1; \
 	    else \
 	      echo "== suite on $$described =="; \
-	      if PULL_PIPELINE_TEST_DSN="$$ts_dsn" PULL_PIPELINE_TIMESCALE_DSN="$$ts_dsn" $(PYTEST); \
+	      if PULL_PIPELINE_TEST_DSN="$$ts_dsn" PULL_PIPELINE_TIMESCALE_DSN="$$ts_dsn" \
+	         $(PYTEST) -m 'sink and not browser' $(PYTEST_ARGS); \
 	      then result=passed; else result=FAILED; status=1; fi; \
 	      recap="$$recap\n   TimescaleDB pass: $$result"; \
 	    fi;; \

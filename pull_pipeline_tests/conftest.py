@@ -92,6 +92,25 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             reporter.write_line(line)
 
 
+# Fixtures that open the suite's sink server: a test using one (or marked `sink`) is what
+# `make test`'s TimescaleDB pass runs. The rest (connectors, config, Dagster wiring) never
+# reach the sink server, so a second pass of them would test nothing new.
+SINK_FIXTURES = frozenset({"pg_dsn", "timescale_dsn"})
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "sink: the test opens the sink server (set by itself for a test using "
+        "pg_dsn or timescale_dsn); make test's TimescaleDB pass runs these only")
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SINK_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.sink)
+
+
 @pytest.fixture(scope="session")
 def sink_has_timescale() -> bool:
     """Whether the suite's sink tables are hypertables (the test server has TimescaleDB)."""

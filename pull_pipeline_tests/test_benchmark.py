@@ -58,6 +58,7 @@ def test_checksum_tells_the_generated_rows_from_any_other(pg_dsn: str, tamper: s
     assert len(problems) == 1 and "expected 2,000 rows" in problems[0]
 
 
+@pytest.mark.sink  # its benchmark's sink is the suite's server
 def test_a_small_run_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
     run = subprocess.run(
@@ -91,6 +92,7 @@ def bench(module: str, tmp_path: Path, *options: str) -> tuple[subprocess.Comple
     return run, json.loads(out.read_text())
 
 
+@pytest.mark.sink  # its benchmark's sink is the suite's server
 def test_compressed_history_mode_small_run(tmp_path: Path) -> None:
     dsn = os.environ.get("PULL_PIPELINE_TIMESCALE_DSN", ADMIN_DSN)
     if reason := timescale_unavailable(dsn):
@@ -110,6 +112,7 @@ def test_compressed_history_mode_small_run(tmp_path: Path) -> None:
     assert "| rerun_compressed |" in run.stdout
 
 
+@pytest.mark.sink  # its benchmark's sink is the suite's server
 def test_fleet_mode_small_run(tmp_path: Path) -> None:
     run, report = bench("fleet", tmp_path, "--sources", "2", "--backfill-rows", "2000",
                         "--backfill-windows", "4", "--history-days", "7", "--timeout", "240",
