@@ -348,7 +348,8 @@ class WindowLoad:
     staging table plus `INSERT ... SELECT`, most of all as one sorted run (README,
     Performance, "How the load keeps up with COPY"). A run's COPY goes on a worker thread
     while the caller reads and validates the next run's rows, so a window bigger than one
-    run uses both cores.
+    run uses both cores; the last run (a small window's only one) is COPYed on the caller's
+    thread, which would only wait for the worker.
 
     A run whose time and key ranges both overlap an earlier run's may repeat one of its
     keys: it is COPYed under its own savepoint, and if it does repeat one, it and later such
@@ -383,7 +384,8 @@ class WindowLoad:
         self._rejects = tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES)  # noqa: SIM115
         # One run's COPY goes on this thread while the caller reads and validates the next:
         # the server's index work and the client's Python work overlap (two cores, not one).
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pp-copy")
+        # Started by a window's first full run only: most windows are one run.
+        self._worker: ThreadPoolExecutor | None = None
         self._pending: Future[int] | None = None
         if replace_rejects:
             conn.execute(
@@ -417,10 +419,10 @@ class WindowLoad:
         self.result.staged += len(valid)
         self._buffer.add(valid)
         if self._buffer.rows >= _RUN_ROWS:
-            self._flush()
+            self._flush(last=False)
 
-    def _flush(self) -> None:
-        """Load the buffered rows as one sorted run."""
+    def _flush(self, last: bool) -> None:
+        """Load the buffered rows as one sorted run (on the worker unless it is the `last`)."""
         run = self._buffer.take()
         if run is None:
             return
@@ -429,6 +431,11 @@ class WindowLoad:
         self._spans.append(span)
         self._settle()
         if not overlaps:  # no key of this run can be in an earlier one
+            if last:
+                self.result.loaded += self._copy(self._direct, run, self.source)
+                return
+            if self._worker is None:
+                self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pp-copy")
             self._pending = self._worker.submit(self._copy, self._direct, run, self.source)
             return
         if not self._repeats and self._savepoints < _SAVEPOINT_BUDGET:
@@ -483,7 +490,7 @@ class WindowLoad:
             self.replace_data = False
             self.result.kept_instead_of_empty = self.result.previous
         if self.replace_data:
-            self._flush()
+            self._flush(last=True)
         else:  # the window keeps its previous rows: the buffered ones are never sent
             self._buffer.clear()
         self._settle()
@@ -521,7 +528,8 @@ class WindowLoad:
         """Release the spool and the worker; a COPY still in flight is waited for first."""
         if self._pending is not None:
             self._pending.exception()  # its error, if any, is already on its way: the load failed
-        self._worker.shutdown()
+        if self._worker is not None:
+            self._worker.shutdown()
         self._rejects.close()
 
     def _settle(self) -> None:
