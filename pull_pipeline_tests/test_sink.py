@@ -63,6 +63,11 @@ def test_replace_only_touches_its_source_and_window(
         load.stage(frame(4))
     with sink.load("src", [HOUR]) as load:  # the hour now has fewer rows at the source
         load.stage(frame(2, value=100.0))
+    assert load.result.previous == 10  # counted by the pipelined DELETE: the hour's rows only
+    with sink.load("src", [HOUR, next_hour]) as both:  # one DELETE per window, both counted
+        both.stage(frame(2, value=100.0))
+        both.stage(frame(10, start=HOUR.end))
+    assert both.result.previous == 12
     src = rows(pg_dsn, table_name)
     assert len(src) == 12
     assert [r[2] for r in src if r[1] < HOUR.end] == [100.0, 101.0]

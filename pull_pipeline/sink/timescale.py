@@ -387,25 +387,27 @@ class WindowLoad:
         # Started by a window's first full run only: most windows are one run.
         self._worker: ThreadPoolExecutor | None = None
         self._pending: Future[int] | None = None
-        if replace_rejects:
-            conn.execute(
-                sql.SQL("DELETE FROM {} WHERE source = %s AND partition_key = ANY(%s)").format(
-                    names.rejects),
-                (source, [w.key for w in self.windows]),
-            )
-        # A rerun into a compressed chunk decompresses the window's rows; TimescaleDB caps
-        # that at 100k rows per transaction by default, which a day's chunk easily passes.
-        # (A dotted custom setting is accepted, and ignored, by plain PostgreSQL.)
-        conn.execute("SET LOCAL timescaledb.max_tuples_decompressed_per_dml_transaction = 0")
-        conn.execute("SAVEPOINT pp_replace")
         started = time.perf_counter()
-        for window in self.windows:
-            deleted = conn.execute(
+        # Pipelined: the statements before the rows go to the server in one round trip (a
+        # small window's transaction is mostly round trips); an error still raises here.
+        with conn.pipeline():
+            if replace_rejects:
+                conn.execute(
+                    sql.SQL("DELETE FROM {} WHERE source = %s AND partition_key = ANY(%s)")
+                    .format(names.rejects),
+                    (source, [w.key for w in self.windows]),
+                )
+            # A rerun into a compressed chunk decompresses the window's rows; TimescaleDB caps
+            # that at 100k rows per transaction by default, which a day's chunk easily passes.
+            # (A dotted custom setting is accepted, and ignored, by plain PostgreSQL.)
+            conn.execute("SET LOCAL timescaledb.max_tuples_decompressed_per_dml_transaction = 0")
+            conn.execute("SAVEPOINT pp_replace")
+            deletes = [conn.execute(
                 sql.SQL("DELETE FROM {} WHERE source = %s AND ts >= %s AND ts < %s").format(
                     names.table),
                 (source, window.start, window.end),
-            )
-            self.result.previous += max(deleted.rowcount, 0)
+            ) for window in self.windows]
+        self.result.previous = sum(max(deleted.rowcount, 0) for deleted in deletes)
         self.result.delete_seconds = time.perf_counter() - started
 
     def stage(self, valid: pd.DataFrame) -> None:
