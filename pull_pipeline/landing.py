@@ -91,12 +91,15 @@ class LandingStore(WindowFiles):
         except ObjectMissing:
             raise self._missing(source, partition_key) from None
 
-    def read(self, source: str, partition_key: str) -> Iterator[pa.Table]:
-        """Stream the window back in bounded batches (row groups are never all in memory)."""
+    def read(self, source: str, partition_key: str) -> Iterator[tuple[pa.Table, bool]]:
+        """Stream the window back in bounded batches (row groups are never all in memory),
+        each with whether it is the window's last."""
         with self.local_copy(source, partition_key) as path:
             parquet = pq.ParquetFile(path)
+            left = parquet.metadata.num_rows
             for batch in parquet.iter_batches(batch_size=READ_BATCH_ROWS):
-                yield pa.Table.from_batches([batch])
+                left -= batch.num_rows
+                yield pa.Table.from_batches([batch]), left <= 0
 
     def pages(self, source: str, partition_key: str) -> int:
         """How many pages/chunks the fetch of this window took (on S3: from a HEAD)."""

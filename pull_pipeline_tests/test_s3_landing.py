@@ -57,7 +57,7 @@ def test_a_window_lands_as_one_object_with_rows_and_run_id(s3_bucket: Bucket) ->
     assert head["Metadata"] == {"rows": "15", "pages": "2", "run-id": "run-123"}
     assert landing.uri("plant", "2024-01-01-00:00") == f"s3://{s3_bucket.name}/{key}"
     assert landing.pages("plant", "2024-01-01-00:00") == 2
-    back = pa.concat_tables(landing.read("plant", "2024-01-01-00:00"))
+    back = pa.concat_tables(table for table, _ in landing.read("plant", "2024-01-01-00:00"))
     assert back.equals(pa.concat_tables([batch(10), batch(5, offset=10)]))
 
 

@@ -145,7 +145,7 @@ def test_booleans_and_non_finite_literals_are_rejects_and_the_rest_loads(
     assert "'true'" in reasons["flag"]
     # Landed as received: replay sees the boolean as the text true, not as 1.0.
     landed = LocalLanding(tmp_path / "landing")
-    values = [v for t in landed.read("plant", DAY) for v in t.column("sensor_value").to_pylist()]
+    values = [v for t, _ in landed.read("plant", DAY) for v in t.column("sensor_value").to_pylist()]
     assert "true" in values and "1.0" not in values and "1" not in values
 
 

@@ -17,6 +17,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pull_pipeline.sink.pgcopy import encode_readings
+
 ENCODE_ROWS = 100_000  # rows encoded for COPY at a time
 
 
@@ -61,6 +63,30 @@ class Run:
         for first in range(0, len(self.order), rows):
             picked = self.order[first:first + rows]
             yield self.tags.take(self.codes[picked]), self.ts_us[picked], self.values[picked]
+
+    def encoded(self, source: str | None = None) -> Iterator[pa.Buffer]:
+        """The rows in binary COPY format (`[source,] sensor_tag, ts, sensor_value`), a slice
+        at a time."""
+        return (encode_readings(*columns, source) for columns in self.slices())
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """A window's whole batch as one run, sorted and COPY-encoded before its transaction
+    opens: on the thread that validated it, while the sink thread loads the window before."""
+
+    run: Run
+    staged: int  # valid rows, repeated keys included
+    payload: list[pa.Buffer]
+
+
+def prepare(valid: pd.DataFrame, source: str) -> PreparedRun | None:
+    """`valid` (a window's every valid row) ready for `WindowLoad.stage_prepared`; None if empty."""
+    buffer = RunBuffer()
+    if not valid.empty:
+        buffer.add(valid)
+    run = buffer.take()
+    return None if run is None else PreparedRun(run, len(valid), list(run.encoded(source)))
 
 
 class RunBuffer:

@@ -35,9 +35,9 @@ from pull_pipeline.durations import format_duration
 from pull_pipeline.errors import ConfigError, SinkError, SinkUnavailable, first_line
 from pull_pipeline.redaction import redact, register_secret
 from pull_pipeline.sink import rollups as rollups_mod
-from pull_pipeline.sink.pgcopy import encode_readings, write_binary
+from pull_pipeline.sink.pgcopy import write_binary
 from pull_pipeline.sink.rollups import Rollup
-from pull_pipeline.sink.runs import Run, RunBuffer, Span
+from pull_pipeline.sink.runs import PreparedRun, Run, RunBuffer, Span
 from pull_pipeline.sink.slots import source_slot
 from pull_pipeline.windows import Window
 
@@ -387,6 +387,7 @@ class WindowLoad:
         # Started by a window's first full run only: most windows are one run.
         self._worker: ThreadPoolExecutor | None = None
         self._pending: Future[int] | None = None
+        self._prepared: PreparedRun | None = None
         started = time.perf_counter()
         # Pipelined: the statements before the rows go to the server in one round trip (a
         # small window's transaction is mostly round trips); an error still raises here.
@@ -423,18 +424,29 @@ class WindowLoad:
         if self._buffer.rows >= _RUN_ROWS:
             self._flush(last=False)
 
+    def stage_prepared(self, prepared: PreparedRun) -> None:
+        """Load a window's whole batch, sorted and encoded ahead (`runs.prepare`); it must be
+        all the load stages."""
+        if self.result.staged:
+            raise ValueError(f"{self.source}: a prepared run must be a load's only rows")
+        self.result.staged = prepared.staged
+        self._prepared = prepared
+
     def _flush(self, last: bool) -> None:
         """Load the buffered rows as one sorted run (on the worker unless it is the `last`)."""
         run = self._buffer.take()
-        if run is None:
-            return
+        if run is not None:
+            self._send(run, last)
+
+    def _send(self, run: Run, last: bool, payload: list[pa.Buffer] | None = None) -> None:
+        """COPY `run` (`payload`: its rows encoded ahead, used if it goes straight in)."""
         span = run.span
         overlaps = any(span.meets(earlier) for earlier in self._spans)
         self._spans.append(span)
         self._settle()
         if not overlaps:  # no key of this run can be in an earlier one
             if last:
-                self.result.loaded += self._copy(self._direct, run, self.source)
+                self.result.loaded += self._copy(self._direct, run, self.source, payload)
                 return
             if self._worker is None:
                 self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pp-copy")
@@ -491,7 +503,9 @@ class WindowLoad:
                 not self.allow_empty):
             self.replace_data = False
             self.result.kept_instead_of_empty = self.result.previous
-        if self.replace_data:
+        if self.replace_data and self._prepared is not None:
+            self._send(self._prepared.run, last=True, payload=self._prepared.payload)
+        elif self.replace_data:
             self._flush(last=True)
         else:  # the window keeps its previous rows: the buffered ones are never sent
             self._buffer.clear()
@@ -540,11 +554,11 @@ class WindowLoad:
             pending, self._pending = self._pending, None
             self.result.loaded += pending.result()
 
-    def _copy(self, statement: str | sql.Composed, run: Run, source: str | None = None) -> int:
+    def _copy(self, statement: str | sql.Composed, run: Run, source: str | None = None,
+              payload: list[pa.Buffer] | None = None) -> int:
         with self.conn.cursor() as cursor:
             with cursor.copy(statement) as copy:
-                write_binary(copy, (encode_readings(*columns, source)
-                                    for columns in run.slices()))
+                write_binary(copy, run.encoded(source) if payload is None else payload)
             return cursor.rowcount
 
 
