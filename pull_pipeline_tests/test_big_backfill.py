@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,6 +13,7 @@ import dagster as dg
 import psycopg
 import pytest
 
+from pull_pipeline import landing as landing_module
 from pull_pipeline import pipeline
 from pull_pipeline.config.loader import Project
 from pull_pipeline.connectors import make_connector
@@ -268,3 +270,38 @@ def test_a_backfill_from_the_ui_runs_in_chunks_of_windows_per_run(
         list(execute_backfill_iteration(workspace, logging.getLogger("backfill")))
         runs = instance.get_runs(dg.RunsFilter(tags={"dagster/backfill": "chunks"}))
     assert sorted((run.tags[RANGE_START], run.tags[RANGE_END]) for run in runs) == ranges
+
+
+@pytest.mark.parametrize("page_rows", [100_000, 50])
+def test_a_window_of_one_page_is_prepared_ahead_and_loads_as_one_of_many_pages(
+    tmp_path: Path, pg_dsn: str, table_name: str, monkeypatch: pytest.MonkeyPatch,
+    page_rows: int,
+) -> None:
+    """A window that is one landed page is sorted and COPY-encoded on the thread that
+    validated it (`CheckedPage.prepared`); a window of several pages streams through the
+    sink as before. Either way the sink holds the same rows: the first copy of a repeated
+    key, and the bad row quarantined."""
+    rows = fake_sources.hourly_rows(T0, hours=2)
+    repeat = {**rows[0], "sensor_value": 999.0}  # the same key again, later in the window
+    bad = {**rows[1], "relative_time": rows[1]["relative_time"] + 1, "sensor_value": True}
+    fake_sources.reset([*rows[:90], repeat, bad, *rows[90:]])
+    monkeypatch.setattr(landing_module, "READ_BATCH_ROWS", page_rows)
+    project = make_project(tmp_path, config(pg_dsn, table_name, "fake_sources:fetch"))
+    source = project.config.sources["plant"]
+    windows = windows_for(SourceContext.build(project, "plant", source).partitions_def, KEYS)[:2]
+    landing = LocalLanding(tmp_path / "landing")
+    with make_connector("plant", source) as connector:
+        pipeline.land("plant", source, connector, landing, windows, "run")
+    pages = list(pipeline.checked_pages("plant", source, landing, windows[0],
+                                        defaultdict(float), pipeline.CycleCollector()))
+    prepared = [page.prepared is not None for page in pages]
+    assert prepared == ([True] if page_rows > 182 else [False] * 4)
+    stats = pipeline.load("plant", source, landing, TimescaleSink(dsn=pg_dsn, table=table_name),
+                          windows, "run")
+    assert stats.loaded_windows == {KEYS[0]: 180, KEYS[1]: 180}
+    assert stats.rejected_by_window == {KEYS[0]: 1, KEYS[1]: 0}
+    with psycopg.connect(pg_dsn) as conn:
+        first = conn.execute(f"SELECT sensor_value FROM {table_name} WHERE sensor_tag = %s "
+                             "AND ts = %s", (rows[0]["sensor_tag"], T0)).fetchall()
+        rejects = conn.execute(f"SELECT partition_key FROM {table_name}_rejects").fetchall()
+    assert first == [(rows[0]["sensor_value"],)] and rejects == [(KEYS[0],)]

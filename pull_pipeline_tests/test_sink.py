@@ -15,6 +15,7 @@ import pytest
 from pull_pipeline.errors import SinkError
 from pull_pipeline.sink import timescale
 from pull_pipeline.sink.pgcopy import encode_readings, write_binary
+from pull_pipeline.sink.runs import prepare
 from pull_pipeline.sink.timescale import TimescaleSink, Window, create_schema, normalize_dsn
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -79,6 +80,28 @@ def test_duplicates_in_a_batch_are_counted_not_loaded(sink: TimescaleSink) -> No
     with sink.load("src", [HOUR]) as load:
         load.stage(pd.concat([batch, batch.iloc[:3]]))
     assert (load.result.staged, load.result.loaded, load.result.deduplicated) == (13, 10, 3)
+
+
+def test_a_prepared_window_loads_as_a_staged_one(
+    sink: TimescaleSink, pg_dsn: str, table_name: str
+) -> None:
+    """A window sorted and encoded ahead (on the validating thread) loads, deduplicates and
+    counts exactly as the same rows staged in the transaction."""
+    batch = pd.concat([frame(10), frame(3, value=50.0)])  # three keys twice: first copy wins
+    with sink.load("staged", [HOUR]) as staged:
+        staged.stage(batch)
+    prepared = prepare(batch, "src")
+    assert prepared is not None and prepared.staged == 13
+    with sink.load("src", [HOUR]) as load:
+        load.stage_prepared(prepared)
+    assert (load.result.staged, load.result.loaded, load.result.deduplicated) == (
+        staged.result.staged, staged.result.loaded, staged.result.deduplicated) == (13, 10, 3)
+    assert rows(pg_dsn, table_name) == rows(pg_dsn, table_name, "staged")
+    assert prepare(frame(0), "src") is None
+    with pytest.raises(ValueError, match="only rows"), sink.load("src", [HOUR]) as again:
+        again.stage(frame(2))
+        again.stage_prepared(prepared)
+    assert len(rows(pg_dsn, table_name)) == 10  # the failed load left the window as it was
 
 
 @pytest.fixture(params=["one_run", "run_per_batch"])
