@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine (see README):
 #   make dev    install into .venv and start the Dagster UI with the demo sources
-#   make test   install into .venv-test and run the whole test suite (PostgreSQL, then TimescaleDB)
+#   make test   install into .venv-test and run the whole test suite on PostgreSQL, then the
+#               tests that open the sink server again on TimescaleDB
 # and a few more:
 #   make psql          psql on the embedded PostgreSQL      make stop   stop it
 #   make test-browser  the UI flows in chromium (screenshots in .pull_pipeline/screenshots/)
@@ -48,8 +49,8 @@ psql: .venv/.installed
 stop: .venv/.installed
 	@.venv/bin/python -m pull_pipeline.devserver stop
 
-# `make test` runs the whole suite twice: on plain PostgreSQL (PULL_PIPELINE_TEST_DSN, default
-# 127.0.0.1:5432), then on TimescaleDB, where every sink table is a hypertable. The TimescaleDB
+# `make test` runs two passes: the whole suite on plain PostgreSQL (PULL_PIPELINE_TEST_DSN,
+# default 127.0.0.1:5432), then on TimescaleDB, where every sink table is a hypertable. The TimescaleDB
 # server is $PULL_PIPELINE_TIMESCALE_DSN when set, else the cluster that
 # ../shared/timescaledb/cluster.sh starts (as root; idempotent; its last line is the DSN).
 # Without either, that pass is skipped with the reason. It runs the tests marked `sink`
