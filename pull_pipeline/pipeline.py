@@ -229,7 +229,8 @@ def load(
 
     The windows' transactions run one after the other on a sink thread, over one session,
     while this thread reads and validates the next window's first page (a whole window of
-    up to `READ_BATCH_ROWS` rows): a small window's COPY and commit, mostly waiting on the
+    up to `READ_BATCH_ROWS` rows, which it then also sorts and encodes for COPY, see
+    `CheckedPage.prepared`): a small window's COPY and commit, mostly waiting on the
     server, then overlap the next one's Python work, as a big window's runs overlap its
     later pages. At most one window is in flight and one read ahead.
     """
