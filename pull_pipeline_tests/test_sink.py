@@ -98,6 +98,9 @@ def test_a_prepared_window_loads_as_a_staged_one(
         staged.result.staged, staged.result.loaded, staged.result.deduplicated) == (13, 10, 3)
     assert rows(pg_dsn, table_name) == rows(pg_dsn, table_name, "staged")
     assert prepare(frame(0), "src") is None
+    with pytest.raises(ValueError, match="prepared for source src"), sink.load(
+            "other", [HOUR]) as elsewhere:
+        elsewhere.stage_prepared(prepared)  # its COPY rows say `src`: refused, not loaded
     with pytest.raises(ValueError, match="only rows"), sink.load("src", [HOUR]) as again:
         again.stage(frame(2))
         again.stage_prepared(prepared)

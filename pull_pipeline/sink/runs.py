@@ -77,6 +77,7 @@ class PreparedRun:
 
     run: Run
     staged: int  # valid rows, repeated keys included
+    source: str  # written into every row of `payload`
     payload: list[pa.Buffer]
 
 
@@ -86,7 +87,8 @@ def prepare(valid: pd.DataFrame, source: str) -> PreparedRun | None:
     if not valid.empty:
         buffer.add(valid)
     run = buffer.take()
-    return None if run is None else PreparedRun(run, len(valid), list(run.encoded(source)))
+    return None if run is None else PreparedRun(run, len(valid), source,
+                                                list(run.encoded(source)))
 
 
 class RunBuffer:

@@ -429,6 +429,8 @@ class WindowLoad:
         all the load stages."""
         if self.result.staged:
             raise ValueError(f"{self.source}: a prepared run must be a load's only rows")
+        if prepared.source != self.source:  # its rows carry their source: never load them
+            raise ValueError(f"{self.source}: rows prepared for source {prepared.source}")
         self.result.staged = prepared.staged
         self._prepared = prepared
 
