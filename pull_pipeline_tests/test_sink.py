@@ -104,6 +104,9 @@ def test_a_prepared_window_loads_as_a_staged_one(
     with pytest.raises(ValueError, match="only rows"), sink.load("src", [HOUR]) as again:
         again.stage(frame(2))
         again.stage_prepared(prepared)
+    with pytest.raises(ValueError, match="only rows"), sink.load("src", [HOUR]) as after:
+        after.stage_prepared(prepared)
+        after.stage(frame(2))  # would be dropped by `finish`: refused instead
     assert len(rows(pg_dsn, table_name)) == 10  # the failed load left the window as it was
 
 

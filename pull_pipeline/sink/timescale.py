@@ -419,6 +419,8 @@ class WindowLoad:
         """
         if valid.empty:
             return
+        if self._prepared is not None:  # `finish` sends the prepared run alone
+            raise self._mixed()
         self.result.staged += len(valid)
         self._buffer.add(valid)
         if self._buffer.rows >= _RUN_ROWS:
@@ -428,11 +430,14 @@ class WindowLoad:
         """Load a window's whole batch, sorted and encoded ahead (`runs.prepare`); it must be
         all the load stages."""
         if self.result.staged:
-            raise ValueError(f"{self.source}: a prepared run must be a load's only rows")
+            raise self._mixed()
         if prepared.source != self.source:  # its rows carry their source: never load them
             raise ValueError(f"{self.source}: rows prepared for source {prepared.source}")
         self.result.staged = prepared.staged
         self._prepared = prepared
+
+    def _mixed(self) -> ValueError:
+        return ValueError(f"{self.source}: a prepared run must be a load's only rows")
 
     def _flush(self, last: bool) -> None:
         """Load the buffered rows as one sorted run (on the worker unless it is the `last`)."""
