@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from typing import TypeVar, cast
 
 import pandas as pd
 import pyarrow as pa
@@ -25,7 +26,7 @@ from pull_pipeline.canonical import to_canonical
 from pull_pipeline.config.models import SourceBase
 from pull_pipeline.connectors.base import Connector, raw_schema
 from pull_pipeline.errors import PullPipelineError, SinkError, SourceError
-from pull_pipeline.landing import LandingStore, WindowWriter
+from pull_pipeline.landing import READ_BATCH_ROWS, LandingStore, WindowWriter
 from pull_pipeline.retries import with_retries
 from pull_pipeline.sink.runs import PreparedRun, prepare
 from pull_pipeline.sink.timescale import LoadResult, SinkSession, TimescaleSink
@@ -33,6 +34,11 @@ from pull_pipeline.validation import Checked, validate
 from pull_pipeline.windows import Window
 
 log = logging.getLogger("pull_pipeline")
+T = TypeVar("T")
+Outcome = LoadResult | SinkError  # a window's, from the sink thread
+# The most rows small windows load together in one transaction (see `load`): what the
+# step's thread and the sink thread then hold is about one read batch each.
+GROUP_ROWS = READ_BATCH_ROWS
 # A ranged run logs its landing progress at most this often (and its last window): every log
 # line is an event Dagster writes to its storage, as costly as a window's materialization.
 PROGRESS_SECONDS = 10.0
@@ -218,7 +224,7 @@ def load(
     run_id: str = "",
     stats: LoadStats | None = None,
 ) -> LoadStats:
-    """Validate the landed windows and replace each in the sink in a transaction of its own.
+    """Validate the landed windows and replace them in the sink, committed a few at a time.
 
     One bad window never sinks a range: every other window still loads and commits, and
     the error raised at the end names each window that did not and why. A window keeps its
@@ -227,75 +233,123 @@ def load(
     while it holds rows and `allow_empty_replace` is off (`EmptyWindowRefused`). Pass
     `stats` to keep what loaded before an error: `stats.loaded_windows`.
 
-    The windows' transactions run one after the other on a sink thread, over one session,
-    while this thread reads and validates the next window's first page (a whole window of
-    up to `READ_BATCH_ROWS` rows, which it then also sorts and encodes for COPY, see
-    `CheckedPage.prepared`): a small window's COPY and commit, mostly waiting on the
-    server, then overlap the next one's Python work, as a big window's runs overlap its
-    later pages. At most one window is in flight and one read ahead.
+    Small windows (one landed page each, with rows, under the reject ratio) load together,
+    up to `partitions.windows_per_transaction` of them and `GROUP_ROWS` rows, in one
+    transaction and one COPY: most of a small window's load is per-transaction round trips.
+    If the sink refuses such a group, its windows load again one by one, so only the bad
+    one fails. Any other window is a transaction of its own, streamed page by page.
+
+    The transactions run one after the other on a sink thread, over one session, while this
+    thread reads and validates what comes next (a one-page window is also sorted and
+    encoded for COPY here, see `CheckedPage.prepared`): the sink's waits on the server
+    overlap the Python work. At most one group (or window) is in flight while the next is
+    gathered.
     """
     stats = stats if stats is not None else LoadStats()
     started = time.perf_counter()
     collector = CycleCollector()
     problems = WindowProblems(name)
+    per_transaction = config.partitions.windows_per_transaction
     with ExitStack() as connections, ThreadPoolExecutor(
             max_workers=1, thread_name_prefix=f"pp-sink-{name}") as sink_thread:
         session: SinkSession | None = None
 
-        def load_window(window: Window, pages: Iterable[CheckedPage], own: LoadStats,
-                        landed_pages: int) -> LoadResult:
+        def in_session(work: Callable[[SinkSession], T]) -> T:
             nonlocal session
             if session is None:
                 session = connections.enter_context(sink.session())
             try:
-                return _load_window(name, config, session, pages, window, run_id, own,
-                                    problems, landed_pages)
+                return work(session)
             except SinkError as exc:
                 if exc.transient:  # the connection may be gone: the next attempt opens one
                     session = None
                 raise
 
-        def attempts(window: Window, ahead: Iterator[CheckedPage], own: LoadStats,
-                     landed_pages: int) -> LoadResult:
-            first = [ahead]  # a retry reads the window again
+        def alone(item: _Ahead) -> Sequence[Outcome]:
+            pages = [item.pages]  # a retry reads the window again
 
             def attempt() -> LoadResult:
-                pages = first.pop() if first else checked_pages(
-                    name, config, landing, window, own.phases, collector)
-                return load_window(window, pages, own, landed_pages)
+                read = pages.pop() if pages else checked_pages(
+                    name, config, landing, item.window, item.own.phases, collector)
+                return in_session(lambda one: _load_window(
+                    name, config, one, read, item.window, run_id, item.own, problems,
+                    item.landed_pages))
 
-            return with_retries(f"{name}: loading window {window.key}", config.retries, attempt)
+            return [with_retries(f"{name}: loading window {item.window.key}", config.retries,
+                                 attempt)]
 
-        def settle(window: Window, done: Future[LoadResult], own: LoadStats) -> None:
+        def together(group: list[_Ahead]) -> Sequence[Outcome]:
+            what = f"{name}: loading windows {group[0].window.key} to {group[-1].window.key}"
             try:
-                result = done.result()
+                return with_retries(what, config.retries, lambda: in_session(
+                    lambda one: _load_together(name, config, one, group, run_id)))
             except SinkError as exc:
-                if exc.transient:  # still unreachable, or a bound was hit: stop here
-                    raise problems.then(exc) from None
-                problems.failed[window.key] = str(exc)
-                stats.add_phases(own.phases)
-                return
-            stats.merge(own)
-            stats.result.add(result)
-            if result.replaced:
-                stats.loaded_windows[window.key] = result.loaded
-            if result.kept_instead_of_empty:
-                problems.kept_instead_of_empty[window.key] = result.kept_instead_of_empty
+                if exc.transient or len(group) == 1:
+                    raise
+                log.warning("%s; loading the windows one by one", exc)
+            outcomes: list[Outcome] = []
+            for item in group:  # the sink refused one of them: only that one fails
+                try:
+                    outcomes.extend(together([item]))
+                except SinkError as exc:
+                    outcomes.append(exc)
+                    if exc.transient:
+                        break
+            return outcomes
 
-        pending: tuple[Window, Future[LoadResult], LoadStats] | None = None
-        for window in windows:
-            own = LoadStats()
+        def settle(items: list[_Ahead], done: Future[Sequence[Outcome]]) -> None:
+            outcomes: Sequence[Outcome]
             try:
-                landed_pages = landing.pages(name, window.key)
-                ahead = read_ahead(name, config, landing, window, own.phases, collector)
+                outcomes = done.result()
+            except SinkError as exc:
+                outcomes = [exc]
+            for item, outcome in zip(items, outcomes, strict=False):
+                if isinstance(outcome, SinkError):
+                    if outcome.transient:  # still unreachable, or a bound was hit: stop here
+                        raise problems.then(outcome) from None
+                    problems.failed[item.window.key] = str(outcome)
+                    stats.add_phases(item.own.phases)
+                    continue
+                stats.merge(item.own)
+                stats.result.add(outcome)
+                if outcome.replaced:
+                    stats.loaded_windows[item.window.key] = outcome.loaded
+                if outcome.kept_instead_of_empty:
+                    problems.kept_instead_of_empty[item.window.key] = (
+                        outcome.kept_instead_of_empty)
+
+        pending: tuple[list[_Ahead], Future[Sequence[Outcome]]] | None = None
+
+        def send(items: list[_Ahead], work: Callable[[list[_Ahead]], Sequence[Outcome]]) -> None:
+            nonlocal pending
+            if pending is not None:
+                settle(*pending)
+            pending = (items, sink_thread.submit(work, items))
+
+        group: list[_Ahead] = []
+        for window in windows:
+            try:
+                item = _read_ahead(name, config, landing, window, collector)
             except BaseException:
+                if group:  # what was read before the error still loads
+                    send(group, together)
                 if pending is not None:  # what committed before the error still counts
                     settle(*pending)
                 raise
-            if pending is not None:
-                settle(*pending)
-            pending = (window, sink_thread.submit(attempts, window, ahead, own, landed_pages),
-                       own)
+            if per_transaction > 1 and item.small(config):
+                group.append(item)
+                if len(group) < per_transaction and sum(
+                        ahead.rows for ahead in group) < GROUP_ROWS:
+                    continue
+                send(group, together)
+                group = []
+                continue
+            if group:
+                send(group, together)
+                group = []
+            send([item], lambda items: alone(items[0]))
+        if group:
+            send(group, together)
         if pending is not None:
             settle(*pending)
     stats.phases["delete"] = stats.result.delete_seconds
@@ -421,14 +475,42 @@ def checked_pages(
         clock = time.perf_counter()
 
 
-def read_ahead(
+@dataclass
+class _Ahead:
+    """A window read ahead for the sink thread: its first page checked, the rest to follow."""
+
+    window: Window
+    first: CheckedPage | None
+    pages: Iterator[CheckedPage]  # every page, the first included
+    own: LoadStats  # the window's own figures, merged into the run's once it committed
+    landed_pages: int
+
+    @property
+    def rows(self) -> int:
+        return self.first.rows if self.first is not None else 0
+
+    def small(self, config: SourceBase) -> bool:
+        """Whether it can load in a group: one page, with valid rows, under the reject ratio."""
+        page = self.first
+        return page is not None and page.prepared is not None and (
+            page.checked.rejected <= config.max_reject_ratio * page.rows)
+
+
+def _read_ahead(
     name: str, config: SourceBase, landing: LandingStore, window: Window,
-    phases: dict[str, float], collector: CycleCollector,
-) -> Iterator[CheckedPage]:
-    """The window's pages with the first one already checked (the rest follow lazily)."""
-    pages = checked_pages(name, config, landing, window, phases, collector)
+    collector: CycleCollector,
+) -> _Ahead:
+    """The window with its first page already checked (the rest follow lazily)."""
+    own = LoadStats()
+    landed_pages = landing.pages(name, window.key)
+    pages = checked_pages(name, config, landing, window, own.phases, collector)
     first = next(pages, None)
-    return pages if first is None else itertools.chain([first], pages)
+    if first is None:
+        return _Ahead(window, None, pages, own, landed_pages)
+    if first.prepared is not None:  # the whole window: let the reader close its file now
+        next(pages, None)
+        return _Ahead(window, first, iter([first]), own, landed_pages)
+    return _Ahead(window, first, itertools.chain([first], pages), own, landed_pages)
 
 
 def _load_window(
@@ -448,23 +530,61 @@ def _load_window(
                 one.stage(checked.valid)
             one.quarantine(checked.rejects, window)
             stats.phases["load"] += time.perf_counter() - now
-            stats.observe(checked.valid)
+            _observe(stats, checked)
             fetched += page.rows
             rejected += checked.rejected
-            if checked.rejected and len(stats.first_reasons) < 3:
-                stats.first_reasons.extend(checked.rejects["reason"].head(3).tolist())
         over = bool(fetched) and rejected / fetched > config.max_reject_ratio
         if over:
             one.keep_previous_rows()
         clock = time.perf_counter()
     # Counted once the window's transaction committed: a retried attempt counts once.
     stats.phases["load"] += time.perf_counter() - clock
-    stats.pages += landed_pages
-    stats.fetched += fetched
-    stats.rejected_by_window[window.key] = rejected
+    _count(stats, window, landed_pages, fetched, rejected)
     if over:
         problems.over_ratio.append(f"{window.key} ({rejected}/{fetched} = {rejected / fetched:.1%})")
     return one.result
+
+
+def _load_together(
+    name: str, config: SourceBase, session: SinkSession, group: Sequence[_Ahead], run_id: str,
+) -> list[LoadResult]:
+    """Replace small windows (`_Ahead.small`) in one transaction, their prepared rows in one
+    COPY; returns what each did (the transaction's time shared out evenly)."""
+    clock = time.perf_counter()
+    with session.load(name, [item.window for item in group], run_id,
+                      allow_empty=config.allow_empty_replace) as together:
+        for item in group:
+            page = cast(CheckedPage, item.first)
+            together.stage_prepared(cast(PreparedRun, page.prepared))
+            together.quarantine(page.checked.rejects, item.window)
+    share = 1 / len(group)
+    seconds = (time.perf_counter() - clock) * share
+    results = []
+    for item, previous in zip(group, together.previous_by_window, strict=True):
+        page = cast(CheckedPage, item.first)
+        prepared = cast(PreparedRun, page.prepared)
+        item.own.phases["load"] += seconds
+        _observe(item.own, page.checked)
+        _count(item.own, item.window, item.landed_pages, page.rows, page.checked.rejected)
+        results.append(LoadResult(
+            staged=prepared.staged, loaded=prepared.rows, rejected=page.checked.rejected,
+            replaced=True, previous=previous,
+            delete_seconds=together.result.delete_seconds * share))
+    return results
+
+
+def _observe(stats: LoadStats, checked: Checked) -> None:
+    stats.observe(checked.valid)
+    if checked.rejected and len(stats.first_reasons) < 3:
+        stats.first_reasons.extend(checked.rejects["reason"].head(3).tolist())
+
+
+def _count(stats: LoadStats, window: Window, landed_pages: int, fetched: int,
+           rejected: int) -> None:
+    """Count a committed window's pages and rows into its own `stats`."""
+    stats.pages += landed_pages
+    stats.fetched += fetched
+    stats.rejected_by_window[window.key] = rejected
 
 
 @dataclass

@@ -41,12 +41,14 @@ def fetch_or_fail(start: datetime, end: datetime) -> list[dict[str, Any]]:
     return fake_sources.fetch(start, end)
 
 
-def config(dsn: str, table: str, function: str, **extra: Any) -> dict[str, Any]:
+def config(dsn: str, table: str, function: str, per_transaction: int = 24,
+           **extra: Any) -> dict[str, Any]:
     return {
         "sink": {"dsn": dsn, "table": table},
         "sources": {"plant": {
             "kind": "python", "function": f"pull_pipeline_tests.{function}",
-            "partitions": {"cadence": "hourly", "start": "2024-01-01T00:00:00Z"},
+            "partitions": {"cadence": "hourly", "start": "2024-01-01T00:00:00Z",
+                           "windows_per_transaction": per_transaction},
             "max_reject_ratio": 0.1, **extra,
         }},
     }
@@ -154,13 +156,15 @@ def fetch_watching_sink(start: datetime, end: datetime) -> list[dict[str, Any]]:
 
 
 def pull_directly(
-    tmp_path: Path, dsn: str, table: str, load_error: type[Exception] | None = None
+    tmp_path: Path, dsn: str, table: str, load_error: type[Exception] | None = None,
+    per_transaction: int = 1,
 ) -> tuple[LandStats, LoadStats]:
-    """`pipeline.pull` over the six windows, without Dagster; `load_error` is what it returns."""
+    """`pipeline.pull` over the six windows, without Dagster, committed `per_transaction`
+    at a time; `load_error` is what it returns."""
     SINK.update(dsn=dsn, table=table)
     SEEN_IN_SINK.clear()
     project = make_project(tmp_path, config(dsn, table, "test_big_backfill:fetch_watching_sink",
-                                            retries={"attempts": 1}))
+                                            per_transaction, retries={"attempts": 1}))
     source = project.config.sources["plant"]
     ctx = SourceContext.build(project, "plant", source)
     windows = windows_for(ctx.partitions_def, KEYS)
@@ -193,18 +197,29 @@ def test_pull_loads_what_landed_before_a_window_that_cannot_be_fetched(
 
 
 
+@pytest.mark.parametrize("per_transaction", [1, 2])
 def test_pull_lands_every_window_when_the_sink_goes_away(
-    tmp_path: Path, pg_dsn: str, table_name: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, pg_dsn: str, table_name: str, monkeypatch: pytest.MonkeyPatch,
+    per_transaction: int,
 ) -> None:
-    load_window = pipeline._load_window
+    """The sink goes away at window 2 (alone, or in a group of two): what committed before
+    counts, every window still lands."""
+    load_window, load_together = pipeline._load_window, pipeline._load_together
 
     def sink_gone_at_window_2(*args: Any) -> Any:
         if args[4].key == KEYS[2]:
             raise SinkUnavailable("plant: the sink went away")
         return load_window(*args)
 
+    def sink_gone_at_group_of_window_2(*args: Any) -> Any:
+        if KEYS[2] in [item.window.key for item in args[3]]:
+            raise SinkUnavailable("plant: the sink went away")
+        return load_together(*args)
+
     monkeypatch.setattr(pipeline, "_load_window", sink_gone_at_window_2)
-    land_stats, load_stats = pull_directly(tmp_path, pg_dsn, table_name, SinkUnavailable)
+    monkeypatch.setattr(pipeline, "_load_together", sink_gone_at_group_of_window_2)
+    land_stats, load_stats = pull_directly(tmp_path, pg_dsn, table_name, SinkUnavailable,
+                                           per_transaction)
     assert [w.key for w in land_stats.landed] == KEYS  # `raw` may claim every window
     assert list(load_stats.loaded_windows) == KEYS[:2]
 
@@ -305,3 +320,111 @@ def test_a_window_of_one_page_is_prepared_ahead_and_loads_as_one_of_many_pages(
                              "AND ts = %s", (rows[0]["sensor_tag"], T0)).fetchall()
         rejects = conn.execute(f"SELECT partition_key FROM {table_name}_rejects").fetchall()
     assert first == [(rows[0]["sensor_value"],)] and rejects == [(KEYS[0],)]
+
+
+def land_six(tmp_path: Path, dsn: str, table: str, per_transaction: int,
+             **extra: Any) -> tuple[Any, list[Any], LocalLanding]:
+    """The six hourly windows of `fake_sources.fetch`, landed; (source, windows, landing)."""
+    fake_sources.reset(fake_sources.hourly_rows(T0, hours=6))
+    project = make_project(tmp_path, config(dsn, table, "fake_sources:fetch", per_transaction,
+                                            **extra))
+    source = project.config.sources["plant"]
+    windows = windows_for(SourceContext.build(project, "plant", source).partitions_def, KEYS)
+    landing = LocalLanding(tmp_path / "landing")
+    with make_connector("plant", source) as connector:
+        pipeline.land("plant", source, connector, landing, windows, "run")
+    return source, windows, landing
+
+
+def transactions(dsn: str, table: str) -> list[list[str]]:
+    """The windows of each transaction that wrote the table (rows share its xmin)."""
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT xmin::text, array_agg(DISTINCT to_char(date_trunc('hour', ts AT TIME ZONE "
+            f"'UTC'), 'YYYY-MM-DD-HH24:MI')) FROM {table} GROUP BY 1 ORDER BY 2").fetchall()
+    return [keys for _, keys in rows]
+
+
+@pytest.mark.parametrize(("per_transaction", "groups"), [
+    (4, [KEYS[:4], KEYS[4:]]),
+    (1, [[key] for key in KEYS]),
+])
+def test_small_windows_commit_windows_per_transaction_at_a_time(
+    tmp_path: Path, pg_dsn: str, table_name: str, per_transaction: int,
+    groups: list[list[str]],
+) -> None:
+    """Windows of one page each load `partitions.windows_per_transaction` to a transaction
+    (one COPY), and each still counts on its own: rows, rejects and rows replaced."""
+    source, windows, landing = land_six(tmp_path, pg_dsn, table_name, per_transaction)
+    sink = TimescaleSink(dsn=pg_dsn, table=table_name)
+    first = pipeline.load("plant", source, landing, sink, windows, "run")
+    assert transactions(pg_dsn, table_name) == groups
+    assert first.loaded_windows == dict.fromkeys(KEYS, 180)
+    assert first.rejected_by_window == dict.fromkeys(KEYS, 0)
+    assert (first.result.staged, first.result.loaded, first.result.previous) == (1080, 1080, 0)
+    again = pipeline.load("plant", source, landing, sink, windows, "run")  # a rerun: replaces
+    assert (again.result.loaded, again.result.previous, again.fetched) == (1080, 1080, 1080)
+    assert len(rows_of(pg_dsn, table_name)) == 1080
+
+
+def rows_of(dsn: str, table: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(f"SELECT sensor_tag, ts, sensor_value FROM {table}").fetchall()
+
+
+def test_a_window_the_sink_refuses_fails_alone_out_of_its_group(
+    tmp_path: Path, pg_dsn: str, table_name: str
+) -> None:
+    """The sink refuses window 2's rows (a trigger raises): its group of four loads again
+    window by window, so windows 0, 1 and 3 commit and only window 2 fails, by name."""
+    source, windows, landing = land_six(tmp_path, pg_dsn, table_name, 4)
+    sink = TimescaleSink(dsn=pg_dsn, table=table_name)
+    with sink.connection() as conn:
+        conn.execute(f"""
+            CREATE FUNCTION {table_name}_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF NEW.ts >= '{T0 + timedelta(hours=2)}' AND NEW.ts < '{T0 + timedelta(hours=3)}'
+                THEN RAISE EXCEPTION 'no readings for this hour';
+                END IF;
+                RETURN NEW;
+            END $$;
+            CREATE TRIGGER refuse BEFORE INSERT ON {table_name}
+                FOR EACH ROW EXECUTE FUNCTION {table_name}_refuse();""")
+        conn.commit()
+    stats = LoadStats()
+    with pytest.raises(pipeline.SinkError, match=f"(?s){KEYS[2]}.*no readings for this hour"):
+        pipeline.load("plant", source, landing, sink, windows, "run", stats)
+    assert list(stats.loaded_windows) == [KEYS[0], KEYS[1], KEYS[3], KEYS[4], KEYS[5]]
+    assert loaded_windows(pg_dsn, table_name) == list(stats.loaded_windows)
+    assert transactions(pg_dsn, table_name) == [[KEYS[0]], [KEYS[1]], [KEYS[3]], KEYS[4:]]
+    assert stats.result.loaded == 900 and stats.fetched == 900  # window 2 counted nowhere
+
+
+def test_a_window_over_the_reject_ratio_loads_alone_between_groups(
+    tmp_path: Path, pg_dsn: str, table_name: str
+) -> None:
+    """A window with too many rejects keeps its rows, out of any group; the windows before
+    and after it still load in groups."""
+    rows = fake_sources.hourly_rows(T0, hours=6)
+    fake_sources.reset([{**row, "sensor_value": True} if KEYS[2] <= key(row) < KEYS[3] else row
+                        for row in rows])
+    project = make_project(tmp_path, config(pg_dsn, table_name, "fake_sources:fetch", 4))
+    source = project.config.sources["plant"]
+    windows = windows_for(SourceContext.build(project, "plant", source).partitions_def, KEYS)
+    landing = LocalLanding(tmp_path / "landing")
+    with make_connector("plant", source) as connector:
+        pipeline.land("plant", source, connector, landing, windows, "run")
+    stats = LoadStats()
+    with pytest.raises(pipeline.RejectRatioExceeded, match=KEYS[2]):
+        pipeline.load("plant", source, landing, TimescaleSink(dsn=pg_dsn, table=table_name),
+                      windows, "run", stats)
+    assert transactions(pg_dsn, table_name) == [KEYS[:2], KEYS[3:]]
+    assert stats.rejected_by_window[KEYS[2]] == 180
+    with psycopg.connect(pg_dsn) as conn:
+        quarantined = conn.execute(f"SELECT DISTINCT partition_key FROM {table_name}_rejects")
+        assert quarantined.fetchall() == [(KEYS[2],)]
+
+
+def key(row: dict[str, Any]) -> str:
+    """The hourly partition key of a `fake_sources` row."""
+    return datetime.fromtimestamp(row["relative_time"], UTC).strftime("%Y-%m-%d-%H:%M")

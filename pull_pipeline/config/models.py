@@ -115,6 +115,9 @@ class PartitionsConfig(Strict):
     # The most windows one run of a backfill launched from the UI takes; None: the whole
     # range in one run (what `dagster asset materialize --partition-range` needs).
     windows_per_run: Count | None = Field(default=None, ge=1)
+    # Small windows of one run (one page each) load this many to a transaction, in one COPY:
+    # a transaction's round trips are most of a small window's load. 1: one each.
+    windows_per_transaction: Count = Field(default=24, ge=1)
 
     @field_validator("start", "end", mode="before")
     @classmethod

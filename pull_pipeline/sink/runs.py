@@ -80,6 +80,11 @@ class PreparedRun:
     source: str  # written into every row of `payload`
     payload: list[pa.Buffer]
 
+    @property
+    def rows(self) -> int:
+        """The rows it loads: its valid rows less repeated keys."""
+        return len(self.run.order)
+
 
 def prepare(valid: pd.DataFrame, source: str) -> PreparedRun | None:
     """`valid` (a window's every valid row) ready for `WindowLoad.stage_prepared`; None if empty."""

@@ -9,12 +9,13 @@ a rerun never duplicates and a failed load leaves the previous rows.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -349,7 +350,8 @@ class WindowLoad:
     Performance, "How the load keeps up with COPY"). A run's COPY goes on a worker thread
     while the caller reads and validates the next run's rows, so a window bigger than one
     run uses both cores; the last run (a small window's only one) is COPYed on the caller's
-    thread, which would only wait for the worker.
+    thread, which would only wait for the worker. Windows sorted and encoded ahead
+    (`stage_prepared`, one run each) go in together, as one COPY.
 
     A run whose time and key ranges both overlap an earlier run's may repeat one of its
     keys: it is COPYed under its own savepoint, and if it does repeat one, it and later such
@@ -387,7 +389,8 @@ class WindowLoad:
         # Started by a window's first full run only: most windows are one run.
         self._worker: ThreadPoolExecutor | None = None
         self._pending: Future[int] | None = None
-        self._prepared: PreparedRun | None = None
+        self._prepared: list[PreparedRun] = []  # windows sorted and encoded ahead
+        self._streamed = False  # rows came through `stage`
         started = time.perf_counter()
         # Pipelined: the statements before the rows go to the server in one round trip (a
         # small window's transaction is mostly round trips); an error still raises here.
@@ -408,7 +411,9 @@ class WindowLoad:
                     names.table),
                 (source, window.start, window.end),
             ) for window in self.windows]
-        self.result.previous = sum(max(deleted.rowcount, 0) for deleted in deletes)
+        # Rows each window held before: a load of several windows reports them one by one.
+        self.previous_by_window = [max(deleted.rowcount, 0) for deleted in deletes]
+        self.result.previous = sum(self.previous_by_window)
         self.result.delete_seconds = time.perf_counter() - started
 
     def stage(self, valid: pd.DataFrame) -> None:
@@ -419,25 +424,32 @@ class WindowLoad:
         """
         if valid.empty:
             return
-        if self._prepared is not None:  # `finish` sends the prepared run alone
+        if self._prepared:  # `finish` sends the prepared runs alone
             raise self._mixed()
+        self._streamed = True
         self.result.staged += len(valid)
         self._buffer.add(valid)
         if self._buffer.rows >= _RUN_ROWS:
             self._flush(last=False)
 
     def stage_prepared(self, prepared: PreparedRun) -> None:
-        """Load a window's whole batch, sorted and encoded ahead (`runs.prepare`); it must be
-        all the load stages."""
-        if self.result.staged:
+        """Load a window's whole batch, sorted and encoded ahead (`runs.prepare`).
+
+        A load of several windows takes one per window, and `finish` sends them all in one
+        COPY; prepared runs must be all the load stages, and no two may share a key.
+        """
+        if self._streamed:
             raise self._mixed()
         if prepared.source != self.source:  # its rows carry their source: never load them
             raise ValueError(f"{self.source}: rows prepared for source {prepared.source}")
-        self.result.staged = prepared.staged
-        self._prepared = prepared
+        span = prepared.run.span
+        if any(span.meets(earlier.run.span) for earlier in self._prepared):
+            raise ValueError(f"{self.source}: two prepared runs of one load share keys")
+        self.result.staged += prepared.staged
+        self._prepared.append(prepared)
 
     def _mixed(self) -> ValueError:
-        return ValueError(f"{self.source}: a prepared run must be a load's only rows")
+        return ValueError(f"{self.source}: prepared runs must be a load's only rows")
 
     def _flush(self, last: bool) -> None:
         """Load the buffered rows as one sorted run (on the worker unless it is the `last`)."""
@@ -445,25 +457,26 @@ class WindowLoad:
         if run is not None:
             self._send(run, last)
 
-    def _send(self, run: Run, last: bool, payload: list[pa.Buffer] | None = None) -> None:
-        """COPY `run` (`payload`: its rows encoded ahead, used if it goes straight in)."""
+    def _send(self, run: Run, last: bool) -> None:
+        """COPY `run` (on the worker unless it is the `last`)."""
         span = run.span
         overlaps = any(span.meets(earlier) for earlier in self._spans)
         self._spans.append(span)
         self._settle()
         if not overlaps:  # no key of this run can be in an earlier one
             if last:
-                self.result.loaded += self._copy(self._direct, run, self.source, payload)
+                self.result.loaded += self._copy(self._direct, run.encoded(self.source))
                 return
             if self._worker is None:
                 self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pp-copy")
-            self._pending = self._worker.submit(self._copy, self._direct, run, self.source)
+            self._pending = self._worker.submit(self._copy, self._direct,
+                                                run.encoded(self.source))
             return
         if not self._repeats and self._savepoints < _SAVEPOINT_BUDGET:
             self._savepoints += 1
             try:
                 with self.conn.transaction():
-                    self.result.loaded += self._copy(self._direct, run, self.source)
+                    self.result.loaded += self._copy(self._direct, run.encoded(self.source))
                 return
             except psycopg.errors.UniqueViolation:
                 self._repeats = True
@@ -474,7 +487,7 @@ class WindowLoad:
                 "CREATE TEMP TABLE pp_stage (sensor_tag text, ts timestamptz, sensor_value float8)"
                 " ON COMMIT DROP"
             )
-        self._staged += self._copy(_COPY_STAGE, run)
+        self._staged += self._copy(_COPY_STAGE, run.encoded())
 
     def quarantine(self, rejects: pd.DataFrame, window: Window) -> None:
         """Keep rejected rows, with their raw record and reason, for `<table>_rejects`."""
@@ -510,8 +523,9 @@ class WindowLoad:
                 not self.allow_empty):
             self.replace_data = False
             self.result.kept_instead_of_empty = self.result.previous
-        if self.replace_data and self._prepared is not None:
-            self._send(self._prepared.run, last=True, payload=self._prepared.payload)
+        if self.replace_data and self._prepared:
+            self.result.loaded += self._copy(self._direct, itertools.chain.from_iterable(
+                prepared.payload for prepared in self._prepared))
         elif self.replace_data:
             self._flush(last=True)
         else:  # the window keeps its previous rows: the buffered ones are never sent
@@ -561,11 +575,10 @@ class WindowLoad:
             pending, self._pending = self._pending, None
             self.result.loaded += pending.result()
 
-    def _copy(self, statement: str | sql.Composed, run: Run, source: str | None = None,
-              payload: list[pa.Buffer] | None = None) -> int:
+    def _copy(self, statement: str | sql.Composed, rows: Iterable[pa.Buffer]) -> int:
         with self.conn.cursor() as cursor:
             with cursor.copy(statement) as copy:
-                write_binary(copy, run.encoded(source) if payload is None else payload)
+                write_binary(copy, rows)
             return cursor.rowcount
 
 
