@@ -6,9 +6,11 @@ keeps its raw record and a reason that names the field, what is wrong and the ra
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import orjson
@@ -16,6 +18,7 @@ import pandas as pd
 import pandera.pandas as pa
 import pyarrow as pa_arrow
 import pyarrow.compute as pc
+from pandera.engines import pandas_engine
 from pandera.errors import SchemaErrors
 from pandera.typing import Series
 
@@ -29,12 +32,30 @@ MAX_TAG_BYTES = 1024
 _QUOTE_CHARS = 120
 
 
+@dataclasses.dataclass(frozen=True)
+class ArrowText(pandas_engine.STRING):
+    """pandas' `string[pyarrow]`, checked as a whole column's dtype.
+
+    pandera's own string check answers one boolean per row even when the dtype matches,
+    then builds and formats an (empty) failure report from them: about 1 ms a batch, a
+    third of validating a 4k-row window. This one compares the dtypes, and is stricter: a
+    column of Python `str` objects is refused too.
+    """
+
+    def check(self, pandera_dtype: Any, data_container: Any = None) -> bool:
+        try:
+            other = pandas_engine.Engine.dtype(pandera_dtype)
+        except TypeError:
+            return False
+        return bool(other.type == self.type)
+
+
 class CanonicalReading(pa.DataFrameModel):
     """The canonical record every source is mapped to before it may reach the sink."""
 
     # pyarrow-backed strings: the dtype check and the blank check run in Arrow's kernels
     # (much faster than on Python str objects; see README, Performance).
-    sensor_tag: Series[pd.StringDtype] = pa.Field(
+    sensor_tag: Series[ArrowText] = pa.Field(
         nullable=False, dtype_kwargs={"storage": "pyarrow"}
     )
     ts: Series[pd.DatetimeTZDtype] = pa.Field(

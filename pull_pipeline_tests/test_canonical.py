@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pytest
+from pandera.errors import SchemaErrors
 
 from pull_pipeline.canonical import to_canonical
 from pull_pipeline.config.models import FieldMap, PythonSource
@@ -75,3 +76,18 @@ def test_custom_field_names_and_reasons_name_the_source_field() -> None:
     assert "value is NaN or infinite (got 'inf')" in reasons[0]
     assert reasons[1].startswith("time is outside the window")
     assert '"tag":"a"' in checked.rejects["raw_row"].iloc[0]
+
+
+def test_the_tag_column_must_be_arrow_backed_text() -> None:
+    """The tag's dtype is checked once for the column (`validation.ArrowText`): mapping
+    gives `string[pyarrow]`; a column of Python objects (a mapping bug, not bad data) fails
+    the batch's schema instead of passing or being rejected row by row."""
+    src = source()
+    raw = records_to_batch([{"sensor_tag": "a", "relative_time": EPOCH_S, "sensor_value": 1}],
+                           src.fields)
+    readings = to_canonical(raw, src)
+    window = (AT - timedelta(minutes=1), AT + timedelta(minutes=1))
+    assert len(validate(readings, raw, src.fields, *window).valid) == 1
+    for wrong in ("object", "string[python]"):
+        with pytest.raises(SchemaErrors, match="sensor_tag"):
+            validate(readings.astype({"sensor_tag": wrong}), raw, src.fields, *window)
