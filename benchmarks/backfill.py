@@ -37,7 +37,13 @@ import yaml
 
 from benchmarks.database import scratch_database
 from benchmarks.instance import add_storage_option, storage_settings
-from benchmarks.materialize import PROJECT_ROOT, dagster_cli, measure, prepare_instance
+from benchmarks.materialize import (
+    PROJECT_ROOT,
+    dagster_cli,
+    measure,
+    open_instance,
+    prepare_instance,
+)
 from benchmarks.run import DEFAULT_DSN, say
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
@@ -173,9 +179,7 @@ def check_rows(dsn: str, wanted: dict[str, int]) -> list[str]:
 
 def events_per_window(home: Path, windows: int) -> float:
     """Events Dagster stored for `bench_many`'s runs (planned ones included), per window."""
-    import dagster as dg
-
-    with dg.DagsterInstance.from_config(str(home)) as instance:
+    with open_instance(home) as instance:
         runs = [r for r in instance.get_runs() if "bench_many" in str(r.asset_selection)]
         return sum(len(instance.all_logs(run.run_id)) for run in runs) / windows
 

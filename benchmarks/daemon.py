@@ -41,7 +41,7 @@ import yaml
 from benchmarks import fleet_config
 from benchmarks.database import scratch_database
 from benchmarks.instance import add_storage_option, storage_settings
-from benchmarks.materialize import PROJECT_ROOT, prepare_instance
+from benchmarks.materialize import PROJECT_ROOT, open_instance, prepare_instance
 from benchmarks.run import API_KEY, DEFAULT_DSN, PAGE_SIZE, say
 from benchmarks.server import PagesServer
 
@@ -195,7 +195,7 @@ def summarize(home: Path, declared: dict[str, int | None], started: float,
     from dagster._core.definitions.run_request import InstigatorType
     from dagster._core.scheduler.instigation import TickStatus
 
-    with dg.DagsterInstance.from_config(str(home)) as instance:
+    with open_instance(home) as instance:
         states = [*instance.all_instigator_state(instigator_type=InstigatorType.SENSOR),
                   *instance.all_instigator_state(instigator_type=InstigatorType.SCHEDULE)]
         ticked = {state.instigator_name: instance.get_ticks(state.instigator_origin_id,

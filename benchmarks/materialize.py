@@ -12,12 +12,16 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+if TYPE_CHECKING:
+    from dagster import DagsterInstance
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -97,16 +101,34 @@ def prepare_instance(home: Path, overrides: Mapping[str, Any] | None = None) -> 
     home.mkdir(parents=True, exist_ok=True)
     settings = yaml.safe_load((PROJECT_ROOT / "dagster.yaml").read_text()) or {}
     (home / "dagster.yaml").write_text(yaml.safe_dump({**settings, **(overrides or {})}))
-    with dg.DagsterInstance.from_config(str(home)) as instance:
+    with open_instance(home) as instance:
         instance.get_runs(limit=1)
         instance.get_latest_materialization_event(dg.AssetKey(["warm", "up"]))
+
+
+@contextmanager
+def open_instance(home: str | Path) -> Iterator[DagsterInstance]:
+    """The instance in `home`, with DAGSTER_HOME pointing there while it is open (the
+    shipped dagster.yaml keeps its SQLite files under `{env: DAGSTER_HOME}`)."""
+    import dagster as dg
+
+    before = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = str(home)
+    try:
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            yield instance
+    finally:
+        if before is None:
+            del os.environ["DAGSTER_HOME"]
+        else:
+            os.environ["DAGSTER_HOME"] = before
 
 
 def latest_metadata(home: str, key: list[str]) -> dict[str, Any]:
     """The metadata of the latest materialization of `key`, as plain values."""
     import dagster as dg
 
-    with dg.DagsterInstance.from_config(home) as instance:
+    with open_instance(home) as instance:
         event = instance.get_latest_materialization_event(dg.AssetKey(key))
     if event is None or event.asset_materialization is None:
         return {}

@@ -24,11 +24,13 @@ T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture
-def dagster_home(tmp_path: Path) -> Path:
-    """A DAGSTER_HOME holding the project's own dagster.yaml, as `make dev` sets it up."""
+def dagster_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A DAGSTER_HOME holding the project's own dagster.yaml, as `make dev` sets it up (its
+    storage lives under $DAGSTER_HOME)."""
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
     return home
 
 

@@ -68,8 +68,10 @@ def test_deploy_settings_match_the_shipped_ones() -> None:
     """deploy/ repeats what the project's own files decide: keep them equal."""
     deployed = yaml.safe_load((DEPLOY / "dagster.yaml").read_text())
     shipped = yaml.safe_load((ROOT / "dagster.yaml").read_text())
-    assert {k: v for k, v in deployed.items() if k not in ("storage", "compute_logs")} == shipped, (
+    assert {k: v for k, v in deployed.items() if k not in ("storage", "compute_logs")} == {
+        k: v for k, v in shipped.items() if k != "storage"}, (
         "deploy/dagster.yaml must repeat every setting of dagster.yaml but storage and compute_logs")
+    assert shipped["storage"]["custom"]["class"] == "SqliteStorage"  # one machine's
     storage = deployed["storage"]["custom"]
     assert (storage["module"], storage["class"]) == ("pull_pipeline.defs.instance_storage",
                                                       "PooledPostgresStorage")
