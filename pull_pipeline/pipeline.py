@@ -379,7 +379,7 @@ def pull(
     The source is read on a worker thread at most one window ahead of the loader (a window
     waits on disk, in the landing store, not in memory), so the first windows are in the
     sink while later ones are still being fetched, and the source's waits overlap the sink's
-    work. Windows load over one sink session, each in a transaction of its own.
+    work. Windows load over one sink session, small ones a group to a transaction (`load`).
 
     Returns the load's error (None when every window loaded), for the caller to report with
     the load; the sink failing never stops the landing. A window that cannot be fetched
@@ -492,8 +492,8 @@ class _Ahead:
     def small(self, config: SourceBase) -> bool:
         """Whether it can load in a group: one page, with valid rows, under the reject ratio."""
         page = self.first
-        return page is not None and page.prepared is not None and (
-            page.checked.rejected <= config.max_reject_ratio * page.rows)
+        return page is not None and page.prepared is not None and not _over_ratio(
+            config, page.checked.rejected, page.rows)
 
 
 def _read_ahead(
@@ -533,7 +533,7 @@ def _load_window(
             _observe(stats, checked)
             fetched += page.rows
             rejected += checked.rejected
-        over = bool(fetched) and rejected / fetched > config.max_reject_ratio
+        over = _over_ratio(config, rejected, fetched)
         if over:
             one.keep_previous_rows()
         clock = time.perf_counter()
@@ -571,6 +571,11 @@ def _load_together(
             replaced=True, previous=previous,
             delete_seconds=together.result.delete_seconds * share))
     return results
+
+
+def _over_ratio(config: SourceBase, rejected: int, fetched: int) -> bool:
+    """Whether a window rejected too many rows to replace its previous ones."""
+    return bool(fetched) and rejected / fetched > config.max_reject_ratio
 
 
 def _observe(stats: LoadStats, checked: Checked) -> None:
